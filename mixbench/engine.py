@@ -1,0 +1,422 @@
+"""One trial: build data, backbone and method, train with per-epoch eval, checkpoint, resume, record.
+
+`run_trial(config, out_dir)` is what every executor calls (local subprocess, Slurm task, DDP rank). It is
+method-agnostic: it optimizes the backbone's and the method's parameters, calls `method.training_loss`,
+back-propagates (unless the method did), steps, then calls `method.after_step`.
+
+Determinism: model initialisation comes from `torch.manual_seed(seed)`; every draw of the method and of the
+on-device augmentation comes from one `torch.Generator` owned by the trial; the data order of an epoch is a
+function of (seed, epoch). The checkpoint at the end of each epoch holds the model, optimizer, step, method
+state and every RNG state, so on CPU a resumed run equals an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from mixbench import distributed as dist
+from mixbench.results import (
+    TrialRecord,
+    environment,
+    now,
+    read_metrics,
+    summarize,
+    write_config,
+    write_metrics,
+    write_record,
+)
+from mixbench.suite import TrialConfig
+
+CHECKPOINT = "last.pt"
+
+
+class TrialFailed(RuntimeError):
+    """The trial cannot go on (non-finite loss, bad data); its message becomes the record's reason."""
+
+
+class TrialBusy(RuntimeError):
+    """Another process holds this trial's lock: it is running elsewhere (a second submission, a requeue)."""
+
+
+EXIT_BUSY = 3
+
+
+@contextlib.contextmanager
+def trial_lock(out_dir: Path):
+    """An exclusive claim on the trial directory, so one trial never runs twice at once.
+
+    flock is released by the kernel when the process dies, so a killed trial never leaves a stale claim.
+    """
+    import fcntl
+
+    with open(out_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrialBusy(f"{out_dir} is being run by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT: stop at once; the last checkpoint stays for resume."""
+
+
+def select_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist.local_rank() if dist.world_size() > 1 else 0)
+    return torch.device("cpu")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, augment, device: torch.device, amp: bool) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) over the whole split, summed across DDP ranks."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0.0
+    for images, labels in batches:
+        x = augment(images.to(device, non_blocking=True), None)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)
+        k = min(5, logits.shape[1])
+        top = logits.float().topk(k, dim=1).indices
+        hits = top.eq(labels[:, None])
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        total += labels.numel()
+    model.train(was_training)
+    correct1, correct5, total = dist.sum_floats([correct1, correct5, total], device)
+    return {"top1": 100.0 * correct1 / max(total, 1), "top5": 100.0 * correct5 / max(total, 1)}
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when the recipe asks for it; nothing on CPU (slower there, and not bit-exact)."""
+    if device.type == "cuda" and amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: torch.save into a temporary file beside `path`, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Trial:
+    """The state of one trial being trained; `run()` drives it to the end."""
+
+    def __init__(self, config: TrialConfig, out_dir: Path):
+        from mixbench.data import dataset_info, device_augment, load_split
+        from mixbench.methods.registry import create_method
+        from mixbench.models import create_backbone
+
+        self.config, self.out_dir = config, out_dir
+        self.device = select_device()
+        self.rank, self.world = dist.rank(), dist.world_size()
+        recipe = config.recipe
+        if recipe.batch_size % self.world:
+            raise TrialFailed(f"recipe.batch_size {recipe.batch_size} is not divisible by {self.world} processes")
+        self.local_batch = recipe.batch_size // self.world
+
+        self.info = dataset_info(config.dataset.name)
+        self.image_size = recipe.image_size or self.info.image_size
+        ds = config.dataset
+        self.train_set = load_split(ds.name, ds.root, "train", image_size=self.image_size,
+                                    limit_per_class=ds.limit_per_class, seed=config.seed)
+        self.val_set = load_split(ds.name, ds.root, "val", image_size=self.image_size,
+                                  limit_per_class=ds.val_limit_per_class, seed=config.seed)
+        self.train_augment = device_augment(self.info, train=True, image_size=self.image_size).to(self.device)
+        self.eval_augment = device_augment(self.info, train=False, image_size=self.image_size).to(self.device)
+
+        torch.manual_seed(config.seed)  # model initialisation and the global RNG (dropout, drop-path)
+        self.backbone = create_backbone(config.backbone.name, num_classes=self.info.num_classes,
+                                        image_size=self.image_size, in_chans=self.info.in_chans,
+                                        **config.backbone.kwargs).to(self.device)
+        if self.device.type == "cuda" and recipe.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.method = create_method(config.method, **config.hparams)
+        self.method.setup(self.backbone, self.info.num_classes)
+        self.method.to(self.device)
+        self.model = dist.wrap(self.backbone, self.device)  # DDP wrapper when world > 1, else the backbone
+
+        self.optimizer = _build_optimizer(self)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.steps_per_epoch = _num_batches(self)
+        self.total_steps = self.steps_per_epoch * recipe.epochs
+        self.epoch = 0  # epochs completed
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.elapsed = 0.0  # training + eval seconds over all sessions
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self.started_at = now()
+        self.env = environment()
+
+    # ---- checkpoint ------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.backbone.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "train_seconds": self.train_seconds,
+            "train_images": self.train_images,
+            "started_at": self.started_at,
+            "trial_id": self.config.trial_id,
+        }
+
+    def restore(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("trial_id") != self.config.trial_id:
+            raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {self.config.trial_id}; "
+                              f"remove it to start this trial afresh")
+        self.backbone.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        self.elapsed, self.train_seconds = state["elapsed"], state["train_seconds"]
+        self.train_images, self.started_at = state["train_images"], state["started_at"]
+
+    # ---- training --------------------------------------------------------------------------------------
+    def train_epoch(self) -> dict[str, float]:
+        from mixbench.data import batches
+        from mixbench.optim import set_lr
+
+        recipe = self.config.recipe
+        self.model.train()
+        self.method.train()
+        sums: dict[str, float] = {}
+        count = 0
+        lr = 0.0
+        start = time.perf_counter()
+        for images, labels in batches(self.train_set, self.local_batch, train=True, seed=self.config.seed,
+                                      epoch=self.epoch, num_workers=recipe.num_workers, rank=self.rank,
+                                      world_size=self.world, pin_memory=self.device.type == "cuda"):
+            lr = set_lr(self.optimizer, self.step, recipe.schedule, self.steps_per_epoch, self.total_steps)
+            self.method.set_progress(self.step, self.total_steps)
+            x = self.train_augment(images.to(self.device, non_blocking=True), self.gen)
+            if self.device.type == "cuda" and recipe.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = labels.to(self.device, non_blocking=True)
+            with autocast(self.device, recipe.amp):
+                out = self.method.training_loss(self.model, x, y, self.gen)
+            loss_value = float(out.loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrialFailed(f"non-finite loss ({loss_value}) at epoch {self.epoch + 1}, step {self.step}")
+            if not out.backward_done:
+                out.loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(self.backbone.parameters(), recipe.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.method.after_step(self.backbone)
+            self.step += 1
+            count += 1
+            self.train_images += labels.numel() * self.world
+            for key, value in {"loss": loss_value, **out.logs}.items():
+                sums[key] = sums.get(key, 0.0) + value
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        logs = dist.mean_dict({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, self.device)
+        return {**logs, "lr": lr, "train_seconds": seconds,
+                "images_per_sec": count * self.local_batch * self.world / max(seconds, 1e-9)}
+
+    def evaluate_all(self) -> dict[str, float]:
+        from mixbench.data import batches
+
+        recipe = self.config.recipe
+        results: dict[str, float] = {}
+        for i, (name, model) in enumerate(self.method.eval_models(self.backbone).items()):
+            loader = batches(self.val_set, recipe.eval_batch_size or self.local_batch, train=False,
+                             seed=self.config.seed, epoch=self.epoch, num_workers=recipe.num_workers,
+                             rank=self.rank, world_size=self.world, pin_memory=self.device.type == "cuda")
+            acc = evaluate(model, loader, self.eval_augment, self.device, recipe.amp)
+            if i == 0:
+                results.update(acc)  # the headline model
+            results[f"top1_{name}"], results[f"top5_{name}"] = acc["top1"], acc["top5"]
+        return results
+
+    def run(self, stop_after_epoch: int | None = None) -> TrialRecord:
+        ckpt = self.out_dir / CHECKPOINT
+        if ckpt.is_file():
+            self.restore(ckpt)
+        self.write_record("running")
+        while self.epoch < self.config.recipe.epochs:
+            t0 = time.perf_counter()
+            row = {"epoch": self.epoch + 1, **self.train_epoch()}
+            row.update(self.evaluate_all())
+            self.epoch += 1
+            row["epoch_seconds"] = time.perf_counter() - t0
+            row["peak_memory_mb"] = peak_memory_mb(self.device)
+            self.elapsed += row["epoch_seconds"]
+            self.history.append(row)
+            if self.rank == 0:
+                save_checkpoint(ckpt, self.state())
+                write_metrics(self.out_dir, self.history)
+                self.write_record("running")
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                break
+        done = self.epoch >= self.config.recipe.epochs
+        return self.write_record("done" if done else "interrupted", None if done else "stopped early")
+
+    def write_record(self, status: str, reason: str | None = None) -> TrialRecord:
+        config, recipe = self.config, self.config.recipe
+        models = {}
+        names = list(self.method.eval_models(self.backbone))
+        for name in names:
+            s = summarize(self.history, f"top1_{name}", recipe.last_n)
+            models[name] = {"top1": s["last"], "top1_best": s["best"], "top1_median_last_n": s["median_last_n"]}
+        top1 = summarize(self.history, "top1", recipe.last_n)
+        top5 = summarize(self.history, "top5", recipe.last_n)
+        record = TrialRecord(
+            trial_id=config.trial_id, suite=config.suite, dataset=config.dataset.name,
+            backbone=config.backbone.name, method=config.method, method_label=config.method_label,
+            method_version=config.method_version, hparams={**config.hparams, **self.method.hparams()},
+            seed=config.seed, status=status, reason=reason, epochs=recipe.epochs, epochs_done=self.epoch,
+            headline=names[0], top1=top1["last"], top5=top5["last"], top1_best=top1["best"],
+            top1_best_epoch=top1["best_epoch"], top1_median_last_n=top1["median_last_n"],
+            top5_best=top5["best"], top5_median_last_n=top5["median_last_n"], last_n=recipe.last_n,
+            models=models,
+            images_per_sec=self.train_images / self.train_seconds if self.train_seconds else None,
+            time_total_s=self.elapsed, time_per_epoch_s=self.elapsed / self.epoch if self.epoch else None,
+            peak_memory_mb=max((r["peak_memory_mb"] for r in self.history), default=None),
+            device=self.device.type,
+            gpu_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            world_size=self.world, started_at=self.started_at, updated_at=now(),
+            config=config.model_dump(mode="json"), **self.env,
+        )
+        if self.rank == 0:
+            write_record(self.out_dir, record)
+        return record
+
+
+def _build_optimizer(trial: Trial) -> torch.optim.Optimizer:
+    from mixbench.optim import build_optimizer
+
+    recipe = trial.config.recipe
+    groups = trial.method.param_groups(recipe.optimizer.lr)
+    return build_optimizer(trial.backbone, groups, recipe.optimizer, recipe.schedule)
+
+
+def _num_batches(trial: Trial) -> int:
+    from mixbench.data import num_batches
+
+    return num_batches(trial.train_set, trial.local_batch, train=True, world_size=trial.world)
+
+
+def failed_record(config: TrialConfig, out_dir: Path, reason: str, status: str = "failed") -> TrialRecord:
+    """A record for a trial that could not finish, keeping what the last checkpointed epochs measured."""
+    from mixbench.results import pending_record
+
+    record = pending_record(config.model_dump(mode="json"))
+    history = read_metrics(out_dir)
+    best = summarize(history, "top1", config.recipe.last_n)
+    record = record.model_copy(update={
+        "status": status, "reason": reason, "epochs_done": len(history), "top1": best["last"],
+        "top1_best": best["best"], "top1_best_epoch": best["best_epoch"],
+        "top1_median_last_n": best["median_last_n"], "updated_at": now(), **environment(),
+    })
+    write_record(out_dir, record)
+    return record
+
+
+def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch: int | None = None) -> TrialRecord:
+    """Train one trial to the end (or to `stop_after_epoch`), resuming from `out_dir/last.pt` if it exists.
+
+    A trial that fails is recorded as failed with its reason and the exception is raised again.
+    """
+    config = TrialConfig.model_validate(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.rank() == 0:
+        write_config(out_dir, config.model_dump(mode="json"))
+    threads = os.environ.get("MIXBENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    lock = trial_lock(out_dir) if dist.rank() == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            return Trial(config, out_dir).run(stop_after_epoch=stop_after_epoch)
+    except TrialBusy:
+        raise
+    except Interrupted:
+        if dist.rank() == 0:
+            failed_record(config, out_dir, "interrupted (resumes from the last checkpoint)", status="interrupted")
+        raise
+    except Exception as err:
+        if dist.rank() == 0:
+            failed_record(config, out_dir, f"{type(err).__name__}: {err}")
+        raise
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mixbench.engine TRIAL_DIR`: run the trial whose config.yaml is in TRIAL_DIR."""
+    parser = argparse.ArgumentParser(prog="python -m mixbench.engine")
+    parser.add_argument("trial_dir", type=Path)
+    parser.add_argument("--stop-after-epoch", type=int, default=None)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    config = yaml.safe_load((args.trial_dir / "config.yaml").read_text())
+    try:
+        dist.init_from_env()
+        run_trial(config, args.trial_dir, stop_after_epoch=args.stop_after_epoch)
+    except Interrupted:
+        return 130
+    except TrialBusy as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        dist.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

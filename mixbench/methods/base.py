@@ -1,0 +1,180 @@
+"""The Method interface every mixing method implements, the mixed batch, and the mixed cross-entropy.
+
+A method owns the training step (not just the batch), because three kinds of methods must fit one
+interface: input mixers (Mixup, CutMix, SaliencyMix) mix a batch without the model; model-aware mixers
+(PuzzleMix) need the classifier's input gradients; trainable mixers (AutoMix) own parameters, losses and
+an EMA copy of the backbone. The engine only calls `setup`, `training_loss` and `after_step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class MixedBatch:
+    """A mixed batch: sample i is `lam[i]` of `y_a[i]` and `1 - lam[i]` of `y_b[i]`.
+
+    `lam` is a 0-d tensor (one λ for the batch) or shape (N,) (one per sample). `mask`, where the method
+    has one, is the per-pixel weight of the first source, shape (N, 1, H, W), in [0, 1].
+    """
+
+    x: Tensor
+    y_a: Tensor
+    y_b: Tensor
+    lam: Tensor
+    mask: Tensor | None = None
+
+    def per_sample_lam(self) -> Tensor:
+        return self.lam.expand(self.y_a.shape[0]) if self.lam.dim() == 0 else self.lam
+
+    def soft_targets(self, num_classes: int) -> Tensor:
+        """Dense targets lam*onehot(y_a) + (1-lam)*onehot(y_b); rows sum to 1."""
+        lam = self.per_sample_lam().to(torch.float32)[:, None]
+        a = F.one_hot(self.y_a, num_classes).to(torch.float32)
+        b = F.one_hot(self.y_b, num_classes).to(torch.float32)
+        return lam * a + (1 - lam) * b
+
+
+@dataclass
+class StepOutput:
+    """What a training step hands back to the engine.
+
+    `loss` is what the engine back-propagates. A method that already ran its backward itself (AutoMix does,
+    branch by branch, to keep peak memory low) sets `backward_done=True` and returns the detached total.
+    `logs` are scalars averaged per epoch into metrics.jsonl (λ, mask area, auxiliary losses).
+    """
+
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+    backward_done: bool = False
+
+
+def mixed_cross_entropy(
+    logits: Tensor, y_a: Tensor, y_b: Tensor, lam: Tensor | float, label_smoothing: float = 0.0
+) -> Tensor:
+    """Cross-entropy against the pair (y_a, y_b) weighted by λ, averaged over the batch.
+
+    Per sample this is lam_i*CE(y_a) + (1-lam_i)*CE(y_b), which equals the soft-target cross-entropy with
+    targets lam_i*onehot(y_a) + (1-lam_i)*onehot(y_b) because CE is linear in the target. Computing it per
+    sample keeps a per-sample λ (PuzzleMix, elementwise mode) from collapsing into the batch mean.
+    """
+    logits = logits.float()  # the loss in fp32 even when the forward ran under autocast
+    ce_a = F.cross_entropy(logits, y_a, reduction="none", label_smoothing=label_smoothing)
+    ce_b = F.cross_entropy(logits, y_b, reduction="none", label_smoothing=label_smoothing)
+    lam = torch.as_tensor(lam, dtype=ce_a.dtype, device=ce_a.device)
+    return (lam * ce_a + (1 - lam) * ce_b).mean()
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy against dense targets (rows summing to 1), averaged over the batch."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def sample_beta(alpha: float, size: int, gen: torch.Generator) -> Tensor:
+    """Draw `size` values from Beta(alpha, alpha) as float64, controlled by the torch generator `gen`.
+
+    torch's Beta distribution cannot take a Generator, so a 63-bit seed is drawn from `gen` and feeds a
+    numpy Generator: the draw stays a pure function of the trial's generator state.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0 for Beta(alpha, alpha); got {alpha}")
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=gen).item())
+    return torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=size))
+
+
+def random_permutation(n: int, gen: torch.Generator) -> Tensor:
+    """A uniform permutation of range(n); a sample may be paired with itself, as in the reference."""
+    return torch.randperm(n, generator=gen)
+
+
+class Method(nn.Module):
+    """Base class of every mixing method.
+
+    Subclasses set `name` (the registry key) and `version` (bump it whenever the method's output for a fixed
+    seed changes), take their hyper-parameters as keyword arguments of `__init__`, and implement
+    `training_loss`. A method that has parameters of its own is an nn.Module; the engine optimizes them
+    with the backbone's (see `param_groups`) and saves them in checkpoints.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.num_classes = 0
+
+    def setup(self, backbone: nn.Module, num_classes: int) -> None:
+        """Build what the method needs once the backbone exists (AutoMix: the Mix Block, the EMA encoder)."""
+        self.num_classes = num_classes
+
+    def training_loss(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> StepOutput:
+        raise NotImplementedError
+
+    def after_step(self, backbone: nn.Module) -> None:
+        """Called after every optimizer step (AutoMix: momentum update of the EMA encoder)."""
+
+    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """Parameter groups of the method's own trainable parameters (empty for stateless mixers)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "name": self.name}] if params else []
+
+    def eval_models(self, backbone: nn.Module) -> dict[str, nn.Module]:
+        """Models evaluated each epoch, by name; the first one is the headline. AutoMix adds its EMA encoder."""
+        return {"model": backbone}
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Told before each step where training stands (schedules inside a method, e.g. AutoMix momentum)."""
+
+    def hparams(self) -> dict[str, Any]:
+        """The resolved hyper-parameters, as recorded with every trial."""
+        return {}
+
+
+class InputMixer(Method):
+    """A method that mixes the input batch without looking at the model, then trains on the mix.
+
+    Subclasses implement the random draw `sample(batch_size, gen) -> dict` and the deterministic core
+    `mix(x, y, **drawn) -> MixedBatch`; tests compare the core against the reference for fixed draws.
+    """
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def mix(self, x: Tensor, y: Tensor, **drawn: Tensor) -> MixedBatch:
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:  # type: ignore[override]
+        return self.mix(x, y, **self.sample(x.shape[0], gen))
+
+    def training_loss(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> StepOutput:
+        mixed = self(x, y, gen)
+        logits = backbone(mixed.x)
+        loss = mixed_cross_entropy(logits, mixed.y_a, mixed.y_b, mixed.lam, self.label_smoothing)
+        return StepOutput(loss=loss, logs={"lam": float(mixed.lam.float().mean())})
+
+
+def draw_lam(alpha: float, p: float, mode: str, batch_size: int, gen: torch.Generator) -> Tensor:
+    """λ for a batch ("batch": 0-d) or per sample ("elem": (N,)); with probability 1-p a draw is λ=1 (no mix)."""
+    n = 1 if mode == "batch" else batch_size
+    lam = sample_beta(alpha, n, gen)
+    if p < 1.0:
+        apply = torch.rand(n, generator=gen, dtype=torch.float64) < p
+        lam = torch.where(apply, lam, torch.ones_like(lam))
+    return lam[0] if mode == "batch" else lam
+
+
+def check_mix_args(alpha: float, p: float, mode: str) -> None:
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0; got {alpha}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p (probability of mixing) must be in [0, 1]; got {p}")
+    if mode not in ("batch", "elem"):
+        raise ValueError(f"mode must be 'batch' (one λ per batch) or 'elem' (one per sample); got {mode!r}")

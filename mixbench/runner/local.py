@@ -1,0 +1,188 @@
+"""The local executor: a pool of GPU slots (or CPU jobs), one subprocess per trial, a live view.
+
+Each trial runs as `python -m mixbench.engine TRIAL_DIR` pinned to its GPUs with CUDA_VISIBLE_DEVICES
+(several GPUs: `torch.distributed.run` starts one process per GPU). Finished trials are skipped, interrupted
+ones resume from their checkpoint, failed ones are recorded with their reason and skipped on the next run
+unless `retry_failed`. Ctrl-C stops every trial with SIGTERM: each keeps its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mixbench.results import TrialRecord, read_record, write_config
+from mixbench.suite import TrialConfig
+
+
+@dataclass
+class Job:
+    config: TrialConfig
+    trial_dir: Path
+    slot: list[int] | None = None  # GPU ids, None on CPU
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    state: str = "queued"  # queued, running, done, failed, interrupted, skipped
+    note: str = ""
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.trial_dir / "log.txt"
+
+
+def visible_gpus() -> list[int]:
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trial_command(trial_dir: Path, nprocs: int) -> list[str]:
+    if nprocs == 1:
+        return [sys.executable, "-m", "mixbench.engine", str(trial_dir)]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nprocs}",
+            "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "mixbench.engine", str(trial_dir)]
+
+
+def plan(trials: list[TrialConfig], suite_dir: Path, retry_failed: bool) -> list[Job]:
+    """A job per trial; those already done (or failed, unless retried) are marked skipped."""
+    jobs = []
+    for config in trials:
+        job = Job(config, suite_dir / config.dirname)
+        record = read_record(job.trial_dir)
+        if record is not None and record.status == "done":
+            job.state, job.note = "skipped", "done"
+        elif record is not None and record.status == "failed" and not retry_failed:
+            job.state, job.note = "skipped", f"failed earlier: {record.reason} (--retry-failed to rerun)"
+        jobs.append(job)
+    return jobs
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _finish(job: Job, returncode: int) -> None:
+    """Settle the job's state from its exit code and record; write a failed record if the trial could not."""
+    from mixbench.engine import EXIT_BUSY, failed_record
+
+    if returncode == EXIT_BUSY:
+        job.state, job.note = "skipped", "running in another process"
+        return
+    record = read_record(job.trial_dir)
+    if returncode == 0 and record is not None and record.status == "done":
+        job.state = "done"
+        return
+    if record is not None and record.status == "interrupted" and returncode in (130, -signal.SIGTERM):
+        job.state, job.note = "interrupted", "resumes on the next run"
+        return
+    if record is not None and record.status == "failed":
+        job.state, job.note = "failed", record.reason or ""
+        return
+    if returncode < 0:
+        why = f"killed by {signal.Signals(-returncode).name}"
+        if -returncode == signal.SIGKILL:
+            why += " (out of memory?)"
+    else:
+        why = f"exit code {returncode}"
+    reason = f"{why}; last log lines: {_tail(job.log)}"
+    failed_record(job.config, job.trial_dir, reason)
+    job.state, job.note = "failed", reason
+
+
+class LocalRunner:
+    """Runs jobs on GPU slots (one trial per `gpus_per_trial` free GPUs) or on `jobs` CPU workers."""
+
+    def __init__(self, gpus: list[int] | None = None, jobs: int | None = None):
+        self.gpus = visible_gpus() if gpus is None else gpus
+        self.cpu_jobs = max(1, jobs or 1)
+
+    def _env(self, job: Job) -> dict[str, str]:
+        env = dict(os.environ)
+        if job.slot:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.slot))
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU it was not given
+            cores = os.cpu_count() or 1
+            per_job = max(1, cores // self.cpu_jobs // job.config.resources.gpus_per_trial)
+            env.setdefault("MIXBENCH_THREADS", str(per_job))
+            env.setdefault("OMP_NUM_THREADS", str(per_job))
+        return env
+
+    def run(self, jobs: list[Job], on_update: Callable[[list[Job]], None] | None = None) -> list[Job]:
+        free = list(self.gpus)
+        queue = [j for j in jobs if j.state == "queued"]
+        running: list[Job] = []
+        try:
+            while queue or running:
+                for job in list(queue):
+                    need = job.config.resources.gpus_per_trial
+                    if self.gpus:
+                        if need > len(self.gpus):
+                            job.state = "failed"
+                            job.note = f"needs {need} GPUs; only {len(self.gpus)} visible"
+                            queue.remove(job)
+                            continue
+                        if len(free) < need:
+                            continue
+                        job.slot, free = free[:need], free[need:]
+                    elif len(running) >= self.cpu_jobs:
+                        break
+                    self._start(job)
+                    queue.remove(job)
+                    running.append(job)
+                for job in list(running):
+                    code = job.process.poll() if job.process else 0
+                    if code is None:
+                        continue
+                    job.log_handle.close()
+                    _finish(job, code)
+                    running.remove(job)
+                    free += job.slot or []
+                if on_update:
+                    on_update(jobs)
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            for job in running:
+                if job.process and job.process.poll() is None:
+                    job.process.send_signal(signal.SIGTERM)
+            for job in running:
+                if job.process:
+                    try:
+                        job.process.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        job.process.kill()
+                    job.state, job.note = "interrupted", "stopped by Ctrl-C; resumes on the next run"
+            raise
+        return jobs
+
+    def _start(self, job: Job) -> None:
+        job.trial_dir.mkdir(parents=True, exist_ok=True)
+        write_config(job.trial_dir, job.config.model_dump(mode="json"))
+        job.log_handle = open(job.log, "a")  # noqa: SIM115 (closed when the process ends)
+        nprocs = job.config.resources.gpus_per_trial
+        job.process = subprocess.Popen(trial_command(job.trial_dir, nprocs), env=self._env(job),
+                                       stdout=job.log_handle, stderr=subprocess.STDOUT,
+                                       start_new_session=True)  # Ctrl-C reaches the runner, which stops trials
+        job.started = time.time()
+        job.state = "running"
+
+
+def job_record(job: Job) -> TrialRecord | None:
+    return read_record(job.trial_dir)

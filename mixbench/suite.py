@@ -1,0 +1,357 @@
+"""Suite YAML -> validated `Suite` -> list of `TrialConfig`, one per dataset × backbone × method × seed.
+
+A suite is data, not code. Every trial resolves to one flat config: the recipe, the method's
+hyper-parameters (card defaults for the dataset's family, then the suite's values, then `overrides`), the
+backbone and dataset. The trial id is a hash of that config, so re-running a suite finds what is done.
+Any mistake is reported before anything runs, as one line naming the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+AXES = ("dataset", "backbone", "method", "seed")
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run; the message is one line per problem: file: field: problem; fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)  # for the global batch (per-GPU batch × GPUs)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = False
+    weight_decay: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
+
+
+class ScheduleConfig(Strict):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up from warmup_start_factor × lr
+    warmup_start_factor: float = Field(0.01, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)  # cosine floor (openmixup AutoMix CIFAR uses 0.05)
+    milestones: list[int] = []  # step: epochs at which lr *= gamma
+    gamma: float = Field(0.1, gt=0)
+
+
+class Recipe(Strict):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)  # global batch size; the lr is defined for it
+    image_size: int | None = Field(None, gt=0)  # None: the dataset's own resolution
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where it would only be slower)
+    channels_last: bool = True  # faster convolutions on CUDA; ignored on CPU
+    grad_clip: float | None = Field(None, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+    num_workers: int = Field(4, ge=0)  # DataLoader workers for file datasets; in-memory ones need none
+    last_n: int = Field(10, gt=0)  # epochs in the "median of the last N" statistic of the record
+
+
+def _name_or_mapping(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DatasetConfig(Strict):
+    name: str
+    root: str | None = None  # not part of the trial id: moving the data does not redo the trial
+    limit_per_class: int | None = Field(None, gt=0)  # train images kept per class (tiny runs)
+    val_limit_per_class: int | None = Field(None, gt=0)
+
+
+class BackboneConfig(Strict):
+    name: str
+    kwargs: dict[str, Any] = {}  # passed to timm.create_model, e.g. drop_path_rate
+
+
+class MethodConfig(BaseModel):
+    """A method entry: `mixup` or `{name: mixup, alpha: 0.2, label: mixup-a0.2}`; extra keys are hparams."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    label: str | None = None  # how the method appears in tables; defaults to name
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class Override(Strict):
+    """Set dotted keys of the trials whose axes match, e.g. match {method: cutmix}, set {method.alpha: 1}."""
+
+    match: dict[str, Any]
+    set: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _axes_known(self) -> Override:
+        unknown = sorted(set(self.match) - set(AXES))
+        if unknown:
+            raise ValueError(f"match on unknown axis {unknown}; axes are {', '.join(AXES)}")
+        return self
+
+    def matches(self, axes: dict[str, Any]) -> bool:
+        for axis, want in self.match.items():
+            wanted = want if isinstance(want, list) else [want]
+            have = axes[axis] if isinstance(axes[axis], list) else [axes[axis]]
+            if not any(str(w) == str(h) for w in wanted for h in have):
+                return False
+        return True
+
+
+class Resources(Strict):
+    gpus_per_trial: int = Field(1, ge=1)  # > 1: the trial runs under DDP
+    cpus_per_trial: int | None = Field(None, ge=1)
+    slurm: dict[str, Any] = {}  # submitit options (partition, account, timeout_min, ...)
+
+
+NameList = Annotated[list, BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)]
+
+
+class Suite(Strict):
+    name: str
+    description: str = ""
+    datasets: list[Annotated[DatasetConfig, BeforeValidator(_name_or_mapping)]] = Field(min_length=1)
+    backbones: list[Annotated[BackboneConfig, BeforeValidator(_name_or_mapping)]] = Field(min_length=1)
+    methods: list[Annotated[MethodConfig, BeforeValidator(_name_or_mapping)]] = Field(min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    recipe: Recipe
+    overrides: list[Override] = []
+    resources: Resources = Resources()
+    results_dir: str = "results"  # relative to the current directory; trials go to <results_dir>/<name>/
+
+
+class TrialConfig(Strict):
+    """One trial, fully resolved: everything `run_trial` needs and nothing else."""
+
+    suite: str
+    dataset: DatasetConfig
+    backbone: BackboneConfig
+    method: str
+    method_label: str
+    method_version: int
+    hparams: dict[str, Any]
+    seed: int
+    recipe: Recipe
+    resources: Resources = Resources()
+
+    def identity(self) -> dict[str, Any]:
+        """What the id hashes: the config less where the data lives and how many devices run it."""
+        data = self.model_dump(mode="json", exclude={"resources": True, "dataset": {"root"}})
+        data.pop("suite")
+        return data
+
+    @property
+    def trial_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.dataset.name}-{self.backbone.name}-{self.method_label}-s{self.seed}-{self.trial_id[:8]}"
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.name,
+            "backbone": self.backbone.name,
+            "method": [self.method_label, self.method],
+            "seed": self.seed,
+        }
+
+
+# ---- error messages ------------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" not in str(part):  # skip pydantic's names for validator wrappers
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _owner(loc: tuple) -> type[BaseModel] | None:
+    """The model that owns the key at `loc`, to list the keys it allows."""
+    parent = _loc(loc[:-1])
+    shape = re.sub(r"\[\d+\]", "[]", parent)
+    return {
+        "": Suite, "recipe": Recipe, "recipe.optimizer": OptimizerConfig, "recipe.schedule": ScheduleConfig,
+        "datasets[]": DatasetConfig, "backbones[]": BackboneConfig, "overrides[]": Override,
+        "resources": Resources,
+    }.get(shape)
+
+
+def _fix(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _owner(err["loc"])
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; fix: remove it ({hint}allowed keys here: {', '.join(allowed)})"
+    if kind == "missing":
+        return "this key is required; fix: add it"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+def format_validation_error(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        lines.append(f"{path}: {_loc(e['loc']) or '(top level)'}: {_fix(e)}")
+    return "\n".join(lines)
+
+
+# ---- loading and expanding -----------------------------------------------------------------------------
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: no such suite file; fix: give the path of a suite YAML (see suites/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise SuiteError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{path}: (top level): a suite is a mapping with keys name, datasets, ...; got {raw!r}")
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as err:
+        raise SuiteError(format_validation_error(str(path), err)) from None
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = target
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise KeyError(dotted)
+    node[keys[-1]] = value
+
+
+def data_root_from_env(dataset: str) -> str | None:
+    """MIXBENCH_DATA_<NAME> (e.g. MIXBENCH_DATA_FASHION_MNIST) names one dataset's root."""
+    return os.environ.get(f"MIXBENCH_DATA_{dataset.upper()}")
+
+
+def expand(
+    suite: Suite, path: str | Path = "<suite>", data_roots: dict[str, str] | None = None
+) -> list[TrialConfig]:
+    """Every trial of the grid, resolved and validated (methods, backbones, datasets, data roots)."""
+    from mixbench.data import dataset_info
+    from mixbench.methods.cards import card_defaults
+    from mixbench.methods.registry import create_method, get_method_class
+    from mixbench.models import check_backbone_name
+
+    data_roots = data_roots or {}
+    trials: list[TrialConfig] = []
+    problems: list[str] = []
+
+    def fail(field: str, message: str) -> None:
+        if (line := f"{path}: {field}: {message}") not in problems:
+            problems.append(line)
+
+    for i, ds in enumerate(suite.datasets):
+        try:
+            info = dataset_info(ds.name)
+        except ValueError as err:
+            fail(f"datasets[{i}].name", str(err))
+            continue
+        root = data_roots.get(ds.name) or data_root_from_env(ds.name) or ds.root or info.default_root
+        if info.default_root is None and root is None and not info.in_memory:
+            fail(f"datasets[{i}].root", f"{ds.name} needs a data root; set root:, --data-root {ds.name}=PATH "
+                 f"or MIXBENCH_DATA_{ds.name.upper()}")
+        elif root is not None and not Path(root).exists():
+            fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.name}=PATH, "
+                 f"or MIXBENCH_DATA_{ds.name.upper()}) at the {ds.name} files")
+        for j, bb in enumerate(suite.backbones):
+            try:
+                check_backbone_name(bb.name)
+            except ValueError as err:
+                fail(f"backbones[{j}].name", str(err))
+                continue
+            for k, mc in enumerate(suite.methods):
+                try:
+                    cls = get_method_class(mc.name)
+                except ValueError as err:
+                    fail(f"methods[{k}].name", str(err))
+                    continue
+                for seed in suite.seeds:
+                    trial = {
+                        "suite": suite.name,
+                        "dataset": {**ds.model_dump(), "root": str(root) if root else None},
+                        "backbone": bb.model_dump(),
+                        "method": mc.name,
+                        "method_label": mc.display,
+                        "method_version": cls.version,
+                        "hparams": {**card_defaults(cls.name or mc.name, info.family), **mc.hparams},
+                        "seed": seed,
+                        "recipe": suite.recipe.model_dump(),
+                        "resources": suite.resources.model_dump(),
+                    }
+                    axes = {"dataset": ds.name, "backbone": bb.name, "method": [mc.display, mc.name], "seed": seed}
+                    for n, ov in enumerate(suite.overrides):
+                        if ov.matches(axes):
+                            for key, value in ov.set.items():
+                                target = "hparams" + key[len("method"):] if key.startswith("method.") else key
+                                try:
+                                    _set_dotted(trial, target, copy.deepcopy(value))
+                                except KeyError:
+                                    fail(f"overrides[{n}].set.{key}", "not a key of a trial; fix: use recipe.*, "
+                                         "method.<hparam>, backbone.kwargs.*, dataset.*")
+                    try:
+                        config = TrialConfig.model_validate(trial)
+                    except ValidationError as err:
+                        for line in format_validation_error(str(path), err).splitlines():
+                            fail(f"overrides (trial {ds.name}/{bb.name}/{mc.display}/seed {seed})",
+                                 line.split(": ", 1)[1])
+                        continue
+                    try:
+                        create_method(config.method, **config.hparams)
+                    except (TypeError, ValueError) as err:
+                        fail(f"methods[{k}]", f"{err}")
+                        continue
+                    trials.append(config)
+    if problems:
+        raise SuiteError("\n".join(problems))
+    return trials
+
+
+def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:
+    """--data-root NAME=PATH (any suite) or a bare PATH (a suite with one dataset)."""
+    roots: dict[str, str] = {}
+    for value in values or []:
+        if "=" in value:
+            name, _, root = value.partition("=")
+            roots[name] = root
+        elif len(suite.datasets) == 1:
+            roots[suite.datasets[0].name] = value
+        else:
+            names = ", ".join(d.name for d in suite.datasets)
+            raise SuiteError(f"--data-root {value}: the suite has several datasets ({names}); "
+                             f"fix: write --data-root NAME={value}")
+    return roots

@@ -1,0 +1,270 @@
+"""Properties of the method interface, the registry, and the input mixers vanilla / mixup / cutmix."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixbench.methods import create_method, list_methods, mixed_cross_entropy, register_method
+from mixbench.methods.base import InputMixer, MixedBatch, sample_beta
+from mixbench.methods.cutmix import CutMix, box_bounds
+from mixbench.methods.registry import get_method_class
+
+
+def unique_batch(n: int = 7, c: int = 3, h: int = 16, w: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel value is unique and each sample has its own label, so any mix is traceable."""
+    x = torch.arange(n * c * h * w, dtype=torch.float32).view(n, c, h, w)
+    return x, torch.arange(n)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- registry ------------------------------------------------------------------------------------------
+
+
+def test_builtin_methods_are_listed_without_importing_them():
+    assert {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"} <= set(list_methods())
+
+
+def test_unknown_method_names_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown method 'mixupp'; registered: .*mixup.*package.module:Class"):
+        create_method("mixupp")
+
+
+def test_unknown_hparam_lists_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"method 'mixup' has no hyper-parameter 'beta'; it accepts: alpha, p"):
+        create_method("mixup", beta=1.0)
+
+
+def test_bad_hparam_values_are_clear():
+    with pytest.raises(ValueError, match=r"p \(probability of mixing\) must be in \[0, 1\]; got 2"):
+        create_method("cutmix", p=2)
+    with pytest.raises(ValueError, match=r"mode must be 'batch'"):
+        create_method("mixup", mode="pixel")
+
+
+def test_duplicate_name_is_an_error():
+    with pytest.raises(ValueError, match=r"method name 'mixup' is already registered by mixbench.methods.mixup"):
+
+        @register_method
+        class Imposter(InputMixer):
+            name = "mixup"
+
+
+def test_module_class_reference_and_third_party_registration():
+    cls = get_method_class("mixbench.methods.mixup:Mixup")
+    assert cls.name == "mixup"
+
+    @register_method
+    class Shuffle(InputMixer):  # a third-party method: no core code touched
+        name = "test_shuffle_only"
+
+        def sample(self, batch_size, gen):
+            return {"index": torch.randperm(batch_size, generator=gen)}
+
+        def mix(self, x, y, index):
+            return MixedBatch(x=x[index], y_a=y[index], y_b=y[index], lam=torch.tensor(1.0))
+
+    assert "test_shuffle_only" in list_methods()
+    assert isinstance(create_method("test_shuffle_only"), Shuffle)
+
+
+def test_entry_point_methods_are_found(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import mixbench.methods.registry as registry
+
+    ep = EntryPoint(name="ep_mixup", value="mixbench.methods.mixup:Mixup", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ep.group else [])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setitem(registry._REGISTRY, "__sentinel__", "x:y")  # restored by monkeypatch
+    assert "ep_mixup" in list_methods()
+    assert create_method("ep_mixup", alpha=0.5).alpha == 0.5
+    registry._REGISTRY.pop("ep_mixup")
+
+
+def test_not_a_method_is_rejected():
+    with pytest.raises(ValueError, match=r"'torch.nn:Linear' resolves to .* not a mixbench Method subclass"):
+        get_method_class("torch.nn:Linear")
+
+
+# ---- loss ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_mixed_cross_entropy_equals_soft_target_cross_entropy(smoothing):
+    torch.manual_seed(0)
+    logits, k = torch.randn(6, 5), 5
+    y_a, y_b = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([1, 1, 3, 0, 2, 4])
+    lam = torch.rand(6, dtype=torch.float64)
+    batch = MixedBatch(x=torch.zeros(6), y_a=y_a, y_b=y_b, lam=lam)
+    targets = batch.soft_targets(k)
+    assert torch.allclose(targets.sum(1), torch.ones(6))
+    smoothed = targets * (1 - smoothing) + smoothing / k
+    expected = F.cross_entropy(logits, smoothed)
+    assert torch.allclose(mixed_cross_entropy(logits, y_a, y_b, lam, smoothing), expected, atol=1e-6)
+
+
+def test_per_sample_lambda_is_not_collapsed_to_the_batch_mean():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]])
+    y_a, y_b = torch.tensor([0, 0]), torch.tensor([1, 1])
+    per_sample = mixed_cross_entropy(logits, y_a, y_b, torch.tensor([1.0, 0.0]))
+    batch_mean = mixed_cross_entropy(logits, y_a, y_b, torch.tensor(0.5))
+    assert per_sample < batch_mean - 1.0
+
+
+def test_beta_draws_follow_the_generator():
+    assert torch.equal(sample_beta(1.0, 5, gen(3)), sample_beta(1.0, 5, gen(3)))
+    assert not torch.equal(sample_beta(1.0, 5, gen(3)), sample_beta(1.0, 5, gen(4)))
+    draws = sample_beta(2.0, 20000, gen(0))
+    assert abs(draws.mean().item() - 0.5) < 0.01 and abs(draws.var().item() - 0.05) < 0.003  # Beta(2,2)
+
+
+# ---- input mixers: shared properties ---------------------------------------------------------------------
+
+MIXERS = [
+    ("vanilla", {}),
+    ("mixup", {}),
+    ("mixup", {"mode": "elem"}),
+    ("cutmix", {}),
+    ("cutmix", {"mode": "elem"}),
+    ("cutmix", {"alpha": 0.2, "p": 0.5}),
+]
+
+
+@pytest.mark.parametrize(("name", "hp"), MIXERS)
+@pytest.mark.parametrize("n", [1, 5, 8])
+def test_mixer_properties(name, hp, n):
+    method = create_method(name, **hp)
+    x, y = unique_batch(n)
+    before = x.clone()
+    a = method(x, y, gen(7))
+    b = method(x, y, gen(7))
+    assert torch.equal(x, before), "the caller's tensor must never be modified"
+    assert torch.equal(a.x, b.x) and torch.equal(a.lam, b.lam), "same seed must give the identical batch"
+    assert a.x.shape == x.shape
+    lam = a.per_sample_lam()
+    assert ((lam >= 0) & (lam <= 1)).all()
+    targets = a.soft_targets(n)
+    assert torch.allclose(targets.sum(1), torch.ones(n))
+    # Labels come from real pairs: y_a is the sample itself, y_b its partner in the batch.
+    assert torch.equal(a.y_a, y) and set(a.y_b.tolist()) <= set(y.tolist())
+
+
+def test_different_seeds_give_different_batches():
+    x, y = unique_batch(16)
+    for name in ("mixup", "cutmix"):
+        m = create_method(name)
+        assert not torch.equal(m(x, y, gen(1)).x, m(x, y, gen(2)).x)
+
+
+# ---- mixup -----------------------------------------------------------------------------------------------
+
+
+def test_mixup_is_the_reference_convex_combination():
+    x, y = unique_batch(6)
+    m = create_method("mixup", alpha=1.0)
+    drawn = m.sample(6, gen(0))
+    out = m.mix(x, y, **drawn)
+    lam, index = float(drawn["lam"]), drawn["index"]
+    assert torch.equal(out.x, lam * x + (1 - lam) * x[index])
+    assert torch.equal(out.y_b, y[index]) and out.lam.dim() == 0
+
+
+def test_mixup_elem_mode_mixes_each_sample_with_its_own_lambda():
+    x, y = unique_batch(6)
+    m = create_method("mixup", mode="elem")
+    drawn = m.sample(6, gen(0))
+    out = m.mix(x, y, **drawn)
+    assert drawn["lam"].shape == (6,) and len(set(drawn["lam"].tolist())) == 6
+    for i in range(6):
+        lam, j = float(drawn["lam"][i]), int(drawn["index"][i])
+        assert torch.allclose(out.x[i], lam * x[i] + (1 - lam) * x[j])
+
+
+def test_p_zero_never_mixes_and_p_half_mixes_about_half():
+    x, y = unique_batch(4)
+    never = create_method("mixup", p=0.0)
+    for seed in range(5):
+        out = never(x, y, gen(seed))
+        assert torch.equal(out.x, x) and float(out.lam) == 1.0
+    half = create_method("mixup", p=0.5, mode="elem")
+    lam = half.sample(4000, gen(0))["lam"]
+    assert abs((lam < 1).float().mean().item() - 0.5) < 0.03
+
+
+# ---- cutmix ----------------------------------------------------------------------------------------------
+
+
+def reference_cutmix_box(lam: float, cy: int, cx: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """openmixup's rand_bbox with the centre given (REFERENCE.md §3), written out independently."""
+    r = math.sqrt(1.0 - lam)
+    ch, cw = int(h * r), int(w * r)
+    return (
+        min(max(cy - ch // 2, 0), h), min(max(cy + ch // 2, 0), h),
+        min(max(cx - cw // 2, 0), w), min(max(cx + cw // 2, 0), w),
+    )
+
+
+def test_cutmix_box_matches_the_reference_and_lambda_is_one_minus_the_area():
+    x, y = unique_batch(5, h=16, w=12)
+    m = create_method("cutmix", alpha=1.0)
+    for seed in range(50):
+        drawn = m.sample(5, gen(seed))
+        out = m.mix(x, y, **drawn)
+        cy, cx = int(drawn["center"][0] * 16), int(drawn["center"][1] * 12)
+        y1, y2, x1, x2 = reference_cutmix_box(float(drawn["lam"]), cy, cx, 16, 12)
+        expected = x.clone()
+        expected[:, :, y1:y2, x1:x2] = x[drawn["index"]][:, :, y1:y2, x1:x2]
+        assert torch.equal(out.x, expected)
+        assert float(out.lam) == 1 - (y2 - y1) * (x2 - x1) / (16 * 12)  # exact, from the clipped box
+        changed = (out.x != x).any(dim=1)  # pixels replaced, per sample (unique values => exact)
+        for i in range(5):
+            if drawn["index"][i] != i:
+                assert changed[i].sum().item() == (y2 - y1) * (x2 - x1)
+        assert torch.allclose(out.mask.double().mean(dim=(1, 2, 3)), out.lam.expand(5), rtol=0, atol=1e-12)
+
+
+def test_cutmix_box_is_clipped_at_the_border():
+    boxes = box_bounds(torch.tensor(0.0, dtype=torch.float64), torch.tensor([0.0, 0.99]), 32, 32)
+    assert boxes.tolist() == [0, 16, 15, 32]  # a full-size box centred at (0, 31) keeps one quadrant
+
+
+def test_cutmix_elem_mode_gives_each_sample_its_own_box_and_lambda():
+    x, y = unique_batch(8, h=32, w=32)
+    m = create_method("cutmix", mode="elem", alpha=1.0)
+    out = m(x, y, gen(3))
+    assert out.lam.shape == (8,) and len(set(out.lam.tolist())) > 1
+    assert torch.allclose(out.mask.double().mean(dim=(1, 2, 3)), out.lam, rtol=0, atol=1e-12)
+    kept = out.mask.bool().expand_as(x)
+    assert torch.equal(out.x[kept], x[kept])
+
+
+def test_cutmix_center_is_uniform_over_the_whole_image():
+    drawn = CutMix(mode="elem").sample(20000, gen(0))["center"]
+    pixel = (drawn[:, 0] * 4).floor()
+    counts = torch.bincount(pixel.long(), minlength=4).float() / 20000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.02)
+
+
+# ---- the training step ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vanilla", "mixup", "cutmix"])
+def test_training_loss_trains_the_backbone_and_nothing_else(name):
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    method = create_method(name)
+    method.setup(backbone, 5)
+    x, y = torch.randn(6, 3, 8, 8, requires_grad=False), torch.tensor([0, 1, 2, 3, 4, 0])
+    out = method.training_loss(backbone, x, y, gen(0))
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+    assert list(method.parameters()) == [] and x.grad is None
+    assert 0.0 <= out.logs["lam"] <= 1.0
