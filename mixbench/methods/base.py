@@ -137,6 +137,12 @@ class Method(nn.Module):
         """The resolved hyper-parameters, as recorded with every trial."""
         return {}
 
+    def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
+        """Raise ValueError (what is wrong and the fix) if the method cannot run at this size or on this backbone.
+
+        Called before a suite runs (`mixbench check`), so a constraint fails in seconds, not hours into a run.
+        """
+
 
 class InputMixer(Method):
     """A method that mixes the input batch without looking at the model, then trains on the mix.
