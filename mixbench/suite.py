@@ -225,7 +225,8 @@ def format_validation_error(path: str, err: ValidationError) -> str:
 # ---- loading and expanding -----------------------------------------------------------------------------
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, sets: list[str] | None = None) -> Suite:
+    """Read and validate a suite; `sets` are command-line `KEY=VALUE` edits (dotted keys, YAML values)."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file; fix: give the path of a suite YAML (see suites/)")
@@ -237,6 +238,14 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: (top level): a suite is a mapping with keys name, datasets, ...; got {raw!r}")
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SuiteError(f"--set {item}: expected KEY=VALUE, e.g. --set recipe.epochs=30")
+        try:
+            _set_dotted(raw, key, yaml.safe_load(value))
+        except KeyError:
+            raise SuiteError(f"--set {item}: {key} does not name a mapping key of the suite") from None
     try:
         return Suite.model_validate(raw)
     except ValidationError as err:

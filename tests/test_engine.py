@@ -1,0 +1,144 @@
+"""The trainer: resume equals an uninterrupted run bit for bit, failures are recorded, real data is learned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixbench.engine import TrialFailed, run_trial
+from mixbench.optim import lr_at
+from mixbench.results import read_metrics, read_record, write_config
+from mixbench.suite import ScheduleConfig, TrialConfig
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def config(method: str = "mixup", epochs: int = 2, **changes) -> TrialConfig:
+    base = {
+        "suite": "test",
+        "dataset": {"name": "synthetic", "limit_per_class": 12, "val_limit_per_class": 6},
+        "backbone": {"name": "resnet_tiny_cifar"},
+        "method": method,
+        "method_label": method,
+        "method_version": 1,
+        "hparams": {},
+        "seed": 3,
+        "recipe": {"epochs": epochs, "batch_size": 16, "num_workers": 0,
+                   "schedule": {"name": "cosine", "warmup_epochs": 0.5}},
+    }
+    base.update(changes)
+    return TrialConfig.model_validate(base)
+
+
+def weights(trial_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(trial_dir / "last.pt", weights_only=False)
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    sa, sb = weights(a), weights(b)
+    assert sa["step"] == sb["step"] and sa["epoch"] == sb["epoch"]
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    for k, state in sa["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], sb["optimizer"]["state"][k]["momentum_buffer"])
+    assert torch.equal(sa["generator"], sb["generator"])
+    drop = {"train_seconds", "images_per_sec", "epoch_seconds", "peak_memory_mb"}
+    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(a)]
+    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(b)]
+    assert rows_a == rows_b
+
+
+@pytest.mark.parametrize("method", ["vanilla", "cutmix"])
+def test_resume_equals_uninterrupted_training_bit_for_bit(tmp_path, method):
+    cfg = config(method)
+    straight = run_trial(cfg, tmp_path / "straight")
+    assert straight.status == "done" and straight.epochs_done == 2
+    first = run_trial(cfg, tmp_path / "resumed", stop_after_epoch=1)
+    assert first.status == "interrupted" and first.epochs_done == 1
+    resumed = run_trial(cfg, tmp_path / "resumed")
+    assert resumed.status == "done"
+    assert_same_training(tmp_path / "straight", tmp_path / "resumed")
+    assert resumed.top1 == straight.top1
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    # Both runs as subprocesses with one thread: CPU float reductions depend on the thread count.
+    env = {**os.environ, "MIXBENCH_THREADS": "1"}
+    dirs = {name: tmp_path / name for name in ("straight", "killed")}
+    for trial_dir in dirs.values():
+        trial_dir.mkdir()
+        write_config(trial_dir, config("mixup", epochs=3).model_dump(mode="json"))
+    assert subprocess.run(engine(dirs["straight"]), env=env).returncode == 0
+    proc = subprocess.Popen(engine(dirs["killed"]), env=env)
+    deadline = time.time() + 120
+    while not (dirs["killed"] / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: only the atomic checkpoint remains
+    proc.wait()
+    assert subprocess.run(engine(dirs["killed"]), env=env).returncode == 0
+    assert read_record(dirs["killed"]).status == "done"
+    assert_same_training(dirs["straight"], dirs["killed"])
+
+
+def engine(trial_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "mixbench.engine", str(trial_dir)]
+
+
+def test_non_finite_loss_fails_the_trial_with_its_reason(tmp_path):
+    sys.path.insert(0, str(HELPERS))
+    try:
+        cfg = config("nan_method:NaNLoss")
+        with pytest.raises(TrialFailed, match=r"non-finite loss \(nan\) at epoch 1, step 0"):
+            run_trial(cfg, tmp_path / "nan")
+    finally:
+        sys.path.remove(str(HELPERS))
+    record = read_record(tmp_path / "nan")
+    assert record.status == "failed" and "non-finite loss (nan)" in record.reason
+
+
+def test_record_is_self_describing(tmp_path):
+    record = run_trial(config("vanilla", epochs=1), tmp_path / "t")
+    assert record.versions["torch"] == torch.__version__ and record.versions["mixbench"]
+    assert record.config["recipe"]["epochs"] == 1 and record.hparams["label_smoothing"] == 0.0
+    assert record.images_per_sec > 0 and record.time_total_s > 0 and record.peak_memory_mb > 0
+    assert record.device == "cpu" and record.seed == 3
+    assert (tmp_path / "t" / "config.yaml").is_file()
+
+
+def test_a_second_process_cannot_run_the_same_trial(tmp_path):
+    from mixbench.engine import TrialBusy, trial_lock
+
+    (tmp_path / "t").mkdir()
+    with trial_lock(tmp_path / "t"), pytest.raises(TrialBusy, match="being run by another process"):
+        run_trial(config("vanilla", epochs=1), tmp_path / "t")
+
+
+def test_learning_rate_schedule():
+    cosine = ScheduleConfig(name="cosine", warmup_epochs=1, warmup_start_factor=0.1, min_lr=0.01)
+    assert lr_at(0, 1.0, 0.01, cosine, 10, 100) == pytest.approx(0.1)
+    assert lr_at(5, 1.0, 0.01, cosine, 10, 100) == pytest.approx(0.55)
+    assert lr_at(10, 1.0, 0.01, cosine, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 0.01, cosine, 10, 100) == pytest.approx(0.505)
+    assert lr_at(100, 1.0, 0.01, cosine, 10, 100) == pytest.approx(0.01)
+    step = ScheduleConfig(name="step", milestones=[2, 4], gamma=0.1)
+    assert [lr_at(s, 1.0, 0, step, 10, 60) for s in (0, 19, 20, 45)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+def test_real_fashion_mnist_subset_beats_chance(tmp_path):
+    cfg = config(
+        "mixup", epochs=3,
+        dataset={"name": "fashion_mnist", "root": str(FASHION), "limit_per_class": 40, "val_limit_per_class": 20},
+        recipe={"epochs": 3, "batch_size": 20, "num_workers": 0, "optimizer": {"lr": 0.05}},
+    )
+    record = run_trial(cfg, tmp_path / "fm")
+    assert record.status == "done"
+    assert record.top1 > 30.0, f"400 Fashion-MNIST images, 3 epochs: top-1 {record.top1:.1f} % (chance 10 %)"
