@@ -33,7 +33,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     for record in records:
         assert record.status == "done", record.reason
         assert record.top1 > 20.0, f"{record.method}: {record.top1} % on 10 synthetic classes (chance 10 %)"
-    assert "| synthetic | resnet_tiny_cifar | vanilla |" in result.stdout
+    assert "| synthetic | test_resnet | vanilla |" in result.stdout
     assert (tmp_path / "smoke" / "report" / "accuracy.csv").is_file()
 
     again = mixbench("run", str(REPO / "suites" / "smoke.yaml"), "--results", str(tmp_path), cwd=tmp_path)
@@ -100,3 +100,33 @@ def test_config_yaml_round_trips_through_the_engine(tmp_path):
     again = TrialConfig.model_validate(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again.trial_id == trial.trial_id
     assert json.dumps(again.identity(), sort_keys=True) == json.dumps(trial.identity(), sort_keys=True)
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
+    import signal
+    import time
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(textwrap.dedent("""
+        name: stop
+        datasets: [{name: synthetic, limit_per_class: 10, val_limit_per_class: 2}]
+        backbones: [test_resnet]
+        methods: [mixup]
+        recipe: {epochs: 8, batch_size: 10, num_workers: 0}
+    """))
+    env = {**os.environ, "PYTHONPATH": str(HELPERS)}
+    cmd = [sys.executable, "-m", "mixbench.cli", "run", str(suite), "--results", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "r").rglob("last.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "run the same command to resume" in out
+    [record] = load_records(tmp_path / "r" / "stop")
+    assert record.status == "interrupted" and 1 <= record.epochs_done < 8
+    resumed = mixbench("run", str(suite), "--results", str(tmp_path / "r"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout
+    [record] = load_records(tmp_path / "r" / "stop")
+    assert record.status == "done" and record.epochs_done == 8
