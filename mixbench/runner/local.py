@@ -37,6 +37,14 @@ class Job:
         self.log = self.trial_dir / "log.txt"
 
 
+def _stop_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the runner dies, even by SIGKILL, so no trial is orphaned."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def visible_gpus() -> list[int]:
     import torch
 
@@ -179,7 +187,8 @@ class LocalRunner:
         nprocs = job.config.resources.gpus_per_trial
         job.process = subprocess.Popen(trial_command(job.trial_dir, nprocs), env=self._env(job),
                                        stdout=job.log_handle, stderr=subprocess.STDOUT,
-                                       start_new_session=True)  # Ctrl-C reaches the runner, which stops trials
+                                       start_new_session=True,  # Ctrl-C reaches the runner, which stops trials
+                                       preexec_fn=_stop_with_parent)
         job.started = time.time()
         job.state = "running"
 
