@@ -316,7 +316,7 @@ class Trial:
             headline=names[0], top1=top1["last"], top5=top5["last"], top1_best=top1["best"],
             top1_best_epoch=top1["best_epoch"], top1_median_last_n=top1["median_last_n"],
             top5_best=top5["best"], top5_median_last_n=top5["median_last_n"], last_n=recipe.last_n,
-            models=models,
+            models=models, param_count=sum(p.numel() for p in self.backbone.parameters()),
             images_per_sec=self.train_images / self.train_seconds if self.train_seconds else None,
             time_total_s=self.elapsed, time_per_epoch_s=self.elapsed / self.epoch if self.epoch else None,
             peak_memory_mb=max((r["peak_memory_mb"] for r in self.history), default=None),

@@ -1,27 +1,764 @@
-"""Tables from trial records: backbone × method rows, top-1 mean ± std over seeds (Markdown and CSV).
+"""The report: a self-contained folder of tables (Markdown, CSV, LaTeX) and plots made from trial records.
 
-Reports read records only and never re-run anything. A trial that failed or has not finished is listed with
-its status, never silently dropped.
+`write_report(results, out)` writes
+
+* `README.md`: every table, with the plots embedded;
+* `results.csv`: one flat row per trial, timm-style columns (model, method, dataset, img_size, top1, ...);
+* `summary.csv`: one row per dataset × epochs × backbone × method, the numbers behind the tables;
+* `claims.csv`: every compared claim with its measured value and status;
+* `results.tex`: the tables as booktabs LaTeX, ready for a paper;
+* `plots/*.png` and `plots/*.pdf`.
+
+The tables are: the accuracy grid (backbone × method per dataset and epochs budget, mean ± std over seeds of
+the median of the last N epochs and of the best epoch, the best method of each row in bold); how the ranking
+moves with the budget (when a results folder holds several); the claims table (Dataset · Model · Metric ·
+Claimed · Measured · Δ · Status, see `mixbench.claims` for the matching rule); and the cost table (time per
+epoch, images/s, peak memory, each also as a ratio to vanilla on the same backbone).
+
+Reports read records (and `metrics.jsonl` for curves and the claims' own statistics) only and never re-run
+anything. A trial that failed or has not finished is listed with its status, never silently dropped.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
-from mixbench.results import TrialRecord, load_records
+from mixbench.claims import (
+    MEDIAN_WINDOW,
+    TOLERANCE_POINTS,
+    TOLERANCE_STDS,
+    Claim,
+    ClaimResult,
+    Window,
+    compare_all,
+    load_claims,
+    method_display,
+    short_backbone,
+    status_counts,
+    trial_image_size,
+)
+from mixbench.results import (
+    TrialRecord,
+    atomic_write_text,
+    pending_record,
+    read_metrics,
+    read_record,
+    trial_dirs,
+)
+
+DASH = "–"
+
+# Methods in the order of the papers' tables; others follow alphabetically.
+METHOD_ORDER = ("vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix")
+
+
+# ---- loading ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial as the report sees it: its record, its per-epoch metrics rows, and its folder."""
+
+    record: TrialRecord
+    history: list[dict[str, Any]]
+    path: Path
+
+
+def load_results(results: Path) -> list[TrialResult]:
+    """Every trial below `results`. No record yet: pending. An unreadable record: failed, with the reason."""
+    import yaml
+
+    trials = []
+    for trial_dir in trial_dirs(results):
+        try:
+            record = read_record(trial_dir)
+        except (ValueError, ValidationError) as err:  # a record written by another version, or damaged
+            config = yaml.safe_load((trial_dir / "config.yaml").read_text())
+            record = pending_record(config).model_copy(
+                update={"status": "failed", "reason": f"unreadable record.json: {err}".splitlines()[0]})
+        if record is None:
+            record = pending_record(yaml.safe_load((trial_dir / "config.yaml").read_text()))
+        trials.append(TrialResult(record, read_metrics(trial_dir), trial_dir))
+    return trials
+
+
+def method_rank(method: str, label: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
+
+
+def ordered_methods(frame: pd.DataFrame) -> list[str]:
+    """The method labels of a summary frame, in the papers' order (vanilla, mixup, ...), others after."""
+    pairs = {(name, label) for name, label in zip(frame["method_name"], frame["method"], strict=True)}
+    return [label for _, label in sorted(pairs, key=lambda pair: method_rank(*pair))]
+
+
+# ---- numbers ---------------------------------------------------------------------------------------------
+
+
+def _finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def mean_and_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the finite values; NaN where undefined (no value; std of one value)."""
+    kept = _finite(values)
+    mean = statistics.fmean(kept) if kept else math.nan
+    std = statistics.stdev(kept) if len(kept) > 1 else math.nan
+    return mean, std
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or not math.isfinite(value):
+        return DASH
+    return f"{value:.{digits}f}"
+
+
+def fmt_mean_std(mean: float, std: float, digits: int = 2) -> str:
+    if not math.isfinite(mean):
+        return DASH
+    return fmt(mean, digits) if not math.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_signed(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
 def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    """"mean ± std" of the finite values (one value: the value; none: –)."""
+    return fmt_mean_std(*mean_and_std(values))
+
+
+# ---- the flat per-trial table ------------------------------------------------------------------------------
+
+
+def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
+    """One flat row per trial, timm-style columns first, then every other evaluated model and the hparams."""
+    rows = []
+    for t in trials:
+        r = t.record
+        row: dict[str, Any] = {
+            "model": r.backbone,
+            "method": r.method_label,
+            "method_name": r.method,
+            "dataset": r.dataset,
+            "img_size": trial_image_size(r),
+            "epochs": r.epochs,
+            "epochs_done": r.epochs_done,
+            "seed": r.seed,
+            "status": r.status,
+            "top1": r.top1,
+            "top5": r.top5,
+            "top1_best": r.top1_best,
+            "top1_best_epoch": r.top1_best_epoch,
+            "top1_median_last_n": r.top1_median_last_n,
+            "top5_best": r.top5_best,
+            "top5_median_last_n": r.top5_median_last_n,
+            "last_n": r.last_n,
+            "images_per_sec": r.images_per_sec,
+            "time_per_epoch_s": r.time_per_epoch_s,
+            "time_total_s": r.time_total_s,
+            "peak_memory_mb": r.peak_memory_mb,
+            # Only when the record carries it (TrialRecord allows extra fields); reports never build models.
+            "param_count": (r.model_extra or {}).get("param_count"),
+            "device": r.device,
+            "gpu_name": r.gpu_name,
+            "world_size": r.world_size,
+            "suite": r.suite,
+            "trial_id": r.trial_id,
+            "method_version": r.method_version,
+            **{name: r.versions.get(name) for name in ("mixbench", "torch", "timm", "cuda")},
+            "git_hash": r.git_hash,
+            "started_at": r.started_at,
+            "updated_at": r.updated_at,
+            "reason": r.reason,
+        }
+        for name, values in r.models.items():
+            if name != r.headline:
+                row.update({f"{key}_{name}": value for key, value in values.items()})
+        row.update({f"hparams.{k}": v if not isinstance(v, (list, dict)) else str(v) for k, v in r.hparams.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    # Integer columns stay integers where some trial has no value yet (a pending trial's best epoch).
+    integers = ["img_size", "epochs", "epochs_done", "seed", "top1_best_epoch", "last_n", "world_size",
+                "method_version"]
+    frame = frame.astype({c: "Int64" for c in integers})
+    order = sorted(range(len(frame)), key=lambda i: (
+        frame.at[i, "dataset"], frame.at[i, "epochs"], frame.at[i, "model"],
+        method_rank(frame.at[i, "method_name"], frame.at[i, "method"]), frame.at[i, "seed"]))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+# ---- aggregation -----------------------------------------------------------------------------------------
+
+
+GROUP = ("dataset", "epochs", "backbone", "method")
+ACCURACY_STATS = ("top1_median_last_n", "top1_best", "top1")
+COST_STATS = ("time_per_epoch_s", "images_per_sec", "peak_memory_mb")
+
+
+def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
+    """One row per dataset × epochs × backbone × method label: seeds, accuracy mean/std over finished seeds,
+    cost means over every trial that measured it (a running trial's time per epoch is as good as a finished
+    one's), and the statuses of the unfinished trials."""
+    groups: dict[tuple, list[TrialRecord]] = {}
+    for t in trials:
+        r = t.record
+        groups.setdefault((r.dataset, r.epochs, r.backbone, r.method_label), []).append(r)
+    rows = []
+    for (dataset, epochs, backbone, label), records in groups.items():
+        done = [r for r in records if r.status == "done"]
+        row: dict[str, Any] = {
+            "dataset": dataset, "epochs": epochs, "backbone": backbone, "method": label,
+            "method_name": records[0].method, "last_n": max(r.last_n for r in records),
+            "seeds_done": len(done), "seeds_total": len(records),
+            "unfinished": status_counts(records, skip="done"),
+        }
+        for stat in ACCURACY_STATS:
+            row[f"{stat}_mean"], row[f"{stat}_std"] = mean_and_std(getattr(r, stat) for r in done)
+        for stat in COST_STATS:
+            row[stat] = mean_and_std(getattr(r, stat) for r in records)[0]
+        row["time_total_s"] = mean_and_std(r.time_total_s for r in done)[0]
+        rows.append(row)
+    rows.sort(key=lambda row: (row["dataset"], row["epochs"], row["backbone"],
+                               method_rank(row["method_name"], row["method"])))
+    return pd.DataFrame(rows)
+
+
+# ---- tables ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A table ready to render: text cells, the cells in bold, and per-column alignment ("l" or "r")."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    align: str = ""
+    caption: str = ""
+    label: str = ""
+    bold: set[tuple[int, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.align = self.align or "l" * len(self.columns)
+
+
+def accuracy_tables(summary: pd.DataFrame) -> list[Table]:
+    """Backbone × method per dataset and epochs budget: rows are (backbone, statistic), cells mean ± std."""
+    tables = []
+    if summary.empty:
+        return tables
+    for (dataset, epochs), block in summary.groupby(["dataset", "epochs"], sort=True):
+        labels = ordered_methods(block)
+        last_n = sorted(set(block["last_n"]))
+        stats = [("top1_median_last_n", f"median last {'/'.join(map(str, last_n))}"), ("top1_best", "best")]
+        table = Table(
+            title=f"Top-1 accuracy (%), {dataset}, {epochs} epochs",
+            columns=["Backbone", "Statistic", *labels],
+            rows=[],
+            align="ll" + "r" * len(labels),
+            caption=("Mean ± sample std over seeds of each trial's median top-1 of its last N epochs (N values) "
+                     "and of its best epoch; bold: the best method of the row. (k/n): only k of n seeds "
+                     "finished; a cell with none finished shows the trials' status."),
+            label=f"acc-{dataset}-{epochs}",
+        )
+        for backbone, rows in block.groupby("backbone", sort=True):
+            by_label = {row["method"]: row for _, row in rows.iterrows()}
+            for stat, stat_name in stats:
+                cells, means = [], []
+                for label in labels:
+                    row = by_label.get(label)
+                    cells.append(_accuracy_cell(row, stat))
+                    mean = row[f"{stat}_mean"] if row is not None else math.nan
+                    means.append(round(mean, 2) if math.isfinite(mean) else math.nan)
+                i = len(table.rows)
+                table.rows.append([backbone, stat_name, *cells])
+                finite = [m for m in means if math.isfinite(m)]
+                if len(finite) > 1:
+                    table.bold |= {(i, 2 + j) for j, m in enumerate(means) if m == max(finite)}
+        tables.append(table)
+    return tables
+
+
+def _accuracy_cell(row: pd.Series | None, stat: str) -> str:
+    if row is None:
+        return DASH
+    if row["seeds_done"] == 0:
+        return row["unfinished"] or DASH
+    text = fmt_mean_std(row[f"{stat}_mean"], row[f"{stat}_std"])
+    if row["seeds_done"] < row["seeds_total"]:
+        text += f" ({row['seeds_done']}/{row['seeds_total']})"
+    return text
+
+
+def ranking_tables(summary: pd.DataFrame) -> list[Table]:
+    """For a dataset and backbone run at several budgets: each method's median top-1 and rank per budget."""
+    tables = []
+    if summary.empty:
+        return tables
+    for (dataset, backbone), block in summary.groupby(["dataset", "backbone"], sort=True):
+        budgets = sorted(set(block["epochs"]))
+        if len(budgets) < 2:
+            continue
+        ranks: dict[tuple[int, str], int] = {}
+        for epochs in budgets:
+            at = block[(block["epochs"] == epochs) & block["top1_median_last_n_mean"].notna()]
+            order = at.sort_values("top1_median_last_n_mean", ascending=False, kind="stable")["method"]
+            ranks.update({(epochs, label): i + 1 for i, label in enumerate(order)})
+        table = Table(
+            title=f"Ranking by budget, {dataset}, {backbone}",
+            columns=["Method", *[f"{e} ep" for e in budgets]],
+            rows=[],
+            align="l" + "r" * len(budgets),
+            caption="Median top-1 of the last N epochs, mean ± std over seeds, and the method's rank (#) at each "
+                    "budget. Rankings at short budgets say little about long ones.",
+            label=f"rank-{dataset}-{backbone}",
+        )
+        for label in ordered_methods(block):
+            cells = []
+            for epochs in budgets:
+                match = block[(block["epochs"] == epochs) & (block["method"] == label)]
+                if match.empty:
+                    cells.append(DASH)
+                    continue
+                row = match.iloc[0]
+                rank = ranks.get((epochs, label))
+                cell = _accuracy_cell(row, "top1_median_last_n")
+                cells.append(f"{cell} (#{rank})" if rank else cell)
+            table.rows.append([label, *cells])
+        tables.append(table)
+    return tables
+
+
+def claims_table(results: Sequence[ClaimResult], window: Window = MEDIAN_WINDOW) -> Table:
+    """Dataset · Model · Epochs · Metric · Claimed · Measured · Δ · Status · Note · Source, as the AutoMix
+    paper's benchmark listing reads (Dataset, Model, Metric, value), with what mixbench measured beside it."""
+    window_text = ("openmixup's window, epoch ≥ E − N: N+1 values" if window == "openmixup"
+                   else "exactly the last N values")
+    table = Table(
+        title="Published claims",
+        columns=["Dataset", "Model", "Epochs", "Metric", "Claimed", "Measured", "Δ", "Status", "Note", "Source"],
+        rows=[],
+        align="llrlrrrlll",
+        caption=(f"Measured: the claim's own statistic per trial, mean ± sample std over seeds (median of the "
+                 f"last N: {window_text}). Reproduced: |Δ| ≤ max({TOLERANCE_STDS:g} std, {TOLERANCE_POINTS:g} "
+                 f"points); partial: fewer epochs than the claim; not run: no finished trial of that setting."),
+        label="claims",
+    )
+    ordered = sorted(results, key=lambda cr: (
+        cr.claim.dataset, cr.claim.mixbench_backbone or "", method_rank(cr.claim.method, cr.method_label),
+        cr.claim.epochs or 0, cr.claim.metric, cr.claim.short_source))
+    for cr in ordered:
+        c = cr.claim
+        measured = DASH
+        if cr.measured is not None:
+            seeds = f"{cr.seeds} seed" + ("s" if cr.seeds != 1 else "")
+            measured = f"{fmt_mean_std(cr.measured, cr.std if cr.std is not None else math.nan)} ({seeds})"
+        table.rows.append([
+            c.dataset, f"{short_backbone(c.backbone)} + {method_display(c.method, cr.method_label)}",
+            str(c.epochs) if c.epochs is not None else "?", c.describe_metric(), fmt(c.value), measured,
+            fmt_signed(cr.delta), cr.status, cr.note, c.short_source,
+        ])
+    return table
+
+
+def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
+    rows = []
+    for cr in results:
+        c = cr.claim
+        rows.append({
+            "dataset": c.dataset, "backbone": c.backbone, "mixbench_backbone": c.mixbench_backbone,
+            "method": c.method, "method_label": cr.method_label, "epochs": c.epochs, "metric": c.metric,
+            "statistic": c.statistic.describe(), "claimed": c.value, "measured": cr.measured, "std": cr.std,
+            "seeds": cr.seeds, "seeds_total": cr.seeds_total, "epochs_compared": cr.epochs, "delta": cr.delta,
+            "tolerance": cr.tolerance, "status": cr.status, "note": cr.note, "source": c.source,
+        })
+    return pd.DataFrame(rows)
+
+
+def cost_table(summary: pd.DataFrame) -> Table:
+    """Time per epoch, images/s and peak memory per dataset × backbone × method (pooled over budgets), each
+    with its ratio to vanilla on the same dataset and backbone."""
+    table = Table(
+        title="Cost",
+        columns=["Dataset", "Backbone", "Method", "Time/epoch (s)", "× vanilla", "Images/s", "× vanilla",
+                 "Peak memory (MB)", "× vanilla"],
+        rows=[],
+        align="lll" + "r" * 6,
+        caption=("Means over every trial that measured them, all budgets pooled. Time per epoch includes "
+                 "evaluation; images/s is training throughput; peak memory is CUDA max allocated on GPU and "
+                 "the process's max RSS on CPU. Ratios are to vanilla on the same dataset and backbone."),
+        label="cost",
+    )
+    if summary.empty:
+        return table
+    pooled = (summary.groupby(["dataset", "backbone", "method", "method_name"], sort=False)[list(COST_STATS)]
+              .mean().reset_index())
+    pooled = pooled.sort_values(["dataset", "backbone"], kind="stable")
+    for (_, _), block in pooled.groupby(["dataset", "backbone"], sort=False):
+        vanilla = block[block["method_name"] == "vanilla"]
+        base = vanilla.iloc[0] if not vanilla.empty else None
+        ordered = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method))
+        for row in ordered:
+            cells = [row.dataset, row.backbone, row.method]
+            for stat, digits in (("time_per_epoch_s", 2), ("images_per_sec", 1), ("peak_memory_mb", 0)):
+                value = getattr(row, stat)
+                ratio = value / base[stat] if base is not None and base[stat] else math.nan
+                cells += [fmt(value, digits), DASH if not math.isfinite(ratio) else f"{ratio:.2f}"]
+            table.rows.append(cells)
+    return table
+
+
+def budgets_table(trials: Sequence[TrialResult]) -> Table:
+    """What each epochs budget was and how long it took: compute summed over trials and the wall-clock span."""
+    table = Table(
+        title="Budgets",
+        columns=["Dataset", "Epochs", "Trials", "Status", "Compute (trial-hours)", "Wall clock (h)", "Device"],
+        rows=[],
+        align="lrrlrrl",
+        caption=("Compute: training and evaluation time summed over the trials. Wall clock: from the first "
+                 "trial's start to the last record update (trials may run in parallel)."),
+        label="budgets",
+    )
+    groups: dict[tuple[str, int], list[TrialRecord]] = {}
+    for t in trials:
+        groups.setdefault((t.record.dataset, t.record.epochs), []).append(t.record)
+    for (dataset, epochs), records in sorted(groups.items()):
+        starts = [_when(r.started_at) for r in records if r.started_at]
+        ends = [_when(r.updated_at) for r in records if r.updated_at]
+        wall = (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else math.nan
+        devices = sorted({r.gpu_name or r.device for r in records if r.status != "pending"})
+        table.rows.append([
+            dataset, str(epochs), str(len(records)), status_counts(records),
+            fmt(sum(r.time_total_s for r in records) / 3600), fmt(wall), ", ".join(devices) or DASH,
+        ])
+    return table
+
+
+def _when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def unfinished_table(trials: Sequence[TrialResult]) -> Table:
+    table = Table(title="Unfinished trials", columns=["Trial", "Status", "Epochs done", "Reason"], rows=[],
+                  align="llrl", label="unfinished")
+    for t in trials:
+        r = t.record
+        if r.status != "done":
+            table.rows.append([t.path.name, r.status, f"{r.epochs_done}/{r.epochs}", r.reason or DASH])
+    return table
+
+
+# ---- rendering -------------------------------------------------------------------------------------------
+
+
+def markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table (bold cells as **x**, '|' escaped)."""
+
+    def cell(i: int, j: int, text: str) -> str:
+        text = text.replace("|", "\\|")
+        return f"**{text}**" if (i, j) in table.bold and text else text
+
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in table.align) + "|"
+    body = ["| " + " | ".join(cell(i, j, text) for j, text in enumerate(row)) + " |"
+            for i, row in enumerate(table.rows)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "–": "--", "−": "$-$", "≤": r"$\leq$", "≥": r"$\geq$",
+    "λ": r"$\lambda$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex(table: Table) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); bold cells as \\textbf{...}."""
+
+    def cell(i: int, j: int, text: str) -> str:
+        text = latex_escape(text)
+        return f"\\textbf{{{text}}}" if (i, j) in table.bold and text else text
+
+    caption = latex_escape(table.title + (". " + table.caption if table.caption else ""))
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        *([rf"\label{{tab:{table.label}}}"] if table.label else []),
+        rf"\begin{{tabular}}{{{table.align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+        *(" & ".join(cell(i, j, text) for j, text in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (what `mixbench run` prints after a suite)."""
+    return markdown(Table(title="", columns=[str(c) for c in frame.columns],
+                          rows=[[str(v) for v in row] for row in frame.itertuples(index=False)]))
+
+
+# ---- the report folder -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What `write_report` made: the folder, its tables, and the claims it compared."""
+
+    out: Path
+    trials: list[TrialResult]
+    summary: pd.DataFrame
+    tables: dict[str, list[Table]]
+    claims: list[ClaimResult]
+    plots: list[Path]
+
+
+def resolve_target(target: Path) -> tuple[Path, Path | None]:
+    """A results folder as it is; a suite YAML: its results folder (<results_dir>/<name>) and the suite."""
+    if target.is_file():
+        from mixbench.suite import load_suite
+
+        suite = load_suite(target)
+        return Path(suite.results_dir) / suite.name, target
+    return target, None
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(f"{prefix}.{key}", item).items()}
+    return {prefix: value}
+
+
+def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]:
+    """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe among the trials: the
+    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget)."""
+    import json
+    import shlex
+
+    from mixbench.suite import load_suite
+
+    base = _flatten("recipe", load_suite(suite_path).recipe.model_dump(mode="json"))
+    recipes = {json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) for t in trials}
+    commands = []
+    for recipe in sorted(recipes, key=lambda text: (json.loads(text).get("epochs") or 0, text)):
+        flat = _flatten("recipe", json.loads(recipe))
+        sets = [f"--set={key}={value if isinstance(value, str) else json.dumps(value)}"
+                for key, value in flat.items() if key in base and base[key] != value]
+        commands.append(shlex.join(["mixbench", "run", str(suite_path), *sets]))
+    return commands
+
+
+def write_report(
+    results: Path,
+    out: Path,
+    claims_files: Sequence[str | Path] = (),
+    window: Window = MEDIAN_WINDOW,
+    command: str | None = None,
+    suite: Path | None = None,
+) -> Report:
+    """Write the report folder `out` for the trials under `results`.
+
+    `claims_files`: the user's claims CSVs, compared with the published ones. `command`: the command that
+    regenerates the report; with the `suite` file the trials came from, README.md also gives the commands
+    that rerun them.
+    """
+    from mixbench import plots
+
+    trials = load_results(results)
+    if not trials:
+        raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
+    rerun = rerun_commands(suite, trials) if suite else []
+    claims: list[Claim] = load_claims(claims_files)
+    compared = compare_all(claims, trials, window)
+    summary = summarize_trials(trials)
+    tables = {
+        "budgets": [budgets_table(trials)],
+        "unfinished": [unfinished_table(trials)],
+        "accuracy": accuracy_tables(summary),
+        "ranking": ranking_tables(summary),
+        "claims": [claims_table(compared, window)],
+        "cost": [cost_table(summary)],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "gain_over_vanilla": plots.gain_over_vanilla(summary),
+        "top1_vs_epoch": plots.top1_vs_epoch(curves_frame(trials)),
+        "measured_vs_claimed": plots.measured_vs_claimed(claims_frame(compared)),
+        "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
+    }
+    written = []
+    for name, figure in figures.items():
+        if figure is not None:
+            written += plots.save_figure(figure, out / "plots", name)
+        else:  # a plot an earlier report drew may no longer apply
+            for suffix in (".png", ".pdf"):
+                (out / "plots" / f"{name}{suffix}").unlink(missing_ok=True)
+    made = {name for name, figure in figures.items() if figure is not None}
+
+    atomic_write_text(out / "results.csv", results_frame(trials).to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "claims.csv", claims_frame(compared).to_csv(index=False))
+    atomic_write_text(out / "results.tex", latex_document(tables))
+    atomic_write_text(out / "README.md", readme(results, trials, tables, compared, made, window, command, rerun))
+    return Report(out, trials, summary, tables, compared, written)
+
+
+def latex_document(tables: dict[str, list[Table]]) -> str:
+    body = [latex(t) for name, ts in tables.items() if name != "unfinished" for t in ts if t.rows]
+    header = "% Generated by `mixbench report`; needs \\usepackage{booktabs}.\n"
+    return header + "\n".join(body)
+
+
+def curves_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
+    """Per-epoch headline top-1 of every trial with metrics (finished or not), for the learning curves."""
+    rows = [
+        {"dataset": t.record.dataset, "epochs": t.record.epochs, "backbone": t.record.backbone,
+         "method": t.record.method_label, "method_name": t.record.method, "seed": t.record.seed,
+         "status": t.record.status, "epoch": row["epoch"], "top1": row["top1"]}
+        for t in trials for row in t.history if row.get("top1") is not None
+    ]
+    columns = ["dataset", "epochs", "backbone", "method", "method_name", "seed", "status", "epoch", "top1"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def readme(
+    results: Path,
+    trials: Sequence[TrialResult],
+    tables: dict[str, list[Table]],
+    compared: Sequence[ClaimResult],
+    plots_made: set[str],
+    window: Window,
+    command: str | None,
+    rerun: Sequence[str],
+) -> str:
+    records = [t.record for t in trials]
+    suites = sorted({r.suite for r in records})
+    lines = [f"# mixbench report: {', '.join(suites)}", ""]
+    lines += [f"{len(records)} trials ({status_counts(records)}) read from the records under `{results}`. "
+              "Reports read records only; nothing here was re-run to make them.", ""]
+    if command or rerun:
+        lines += ["To regenerate:", "", "```sh", *rerun, *([command] if command else []), "```", ""]
+    lines += _environment(records)
+    lines += _pooling_warning(trials)
+
+    def section(title: str, key: str, plot: str | None = None, intro: str = "") -> None:
+        shown = [t for t in tables[key] if t.rows]
+        if not shown and not (plot and plot in plots_made):
+            return
+        lines.extend([f"## {title}", ""])
+        if intro:
+            lines.extend([intro, ""])
+        for table in shown:
+            if len(shown) > 1 or table.title != title:
+                lines.extend([f"### {table.title}", ""])
+            if table.caption:
+                lines.extend([table.caption, ""])
+            lines.append(markdown(table))
+        if plot and plot in plots_made:
+            lines.extend([f"![{plot}](plots/{plot}.png)", ""])
+
+    section("Budgets", "budgets")
+    section("Unfinished trials", "unfinished",
+            intro="Trials that failed, are still running or never started; their seeds are left out of means.")
+    section("Accuracy", "accuracy", "gain_over_vanilla")
+    if "top1_vs_epoch" in plots_made:
+        lines.extend(["## Top-1 vs epoch", "", "Mean over seeds (line) and min–max over seeds (band).", "",
+                      "![top1_vs_epoch](plots/top1_vs_epoch.png)", ""])
+    section("Ranking across budgets", "ranking")
+    if compared:
+        counts = Counter(cr.status for cr in compared)
+        section("Claims", "claims", "measured_vs_claimed",
+                intro=", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".")
+    else:
+        datasets = sorted({r.dataset for r in records})
+        lines.extend(["## Claims", "",
+                      f"No published claim has the setting (dataset, backbone, image size) of these trials "
+                      f"({', '.join(datasets)}). Add your own with `mixbench report ... --claims FILE` "
+                      "(the columns of mixbench/claims/published.csv).", ""])
+    lines.extend([_statistics_note(window), ""])
+    section("Cost", "cost", "accuracy_vs_cost")
+    lines.extend(["## Files", "",
+                  "`results.csv` (one row per trial), `summary.csv` (one row per dataset × epochs × backbone × "
+                  "method), `claims.csv`, `results.tex` (booktabs), `plots/` (PNG and PDF).", ""])
+    return "\n".join(lines)
+
+
+def _statistics_note(window: Window) -> str:
+    claims_window = ("openmixup's reading, every epoch ≥ E − N, i.e. N+1 values, as the published numbers were "
+                     "made" if window == "openmixup" else "exactly the last N values")
+    return ("Statistics: the accuracy tables use each record's `top1_median_last_n`, the median of exactly the "
+            f"last N epochs (N values); the claims table computes each claim's own statistic from "
+            f"`metrics.jsonl`, with \"median of the last N\" taken as {claims_window}.")
+
+
+def pooled_differences(trials: Sequence[TrialResult]) -> dict[tuple, list[str]]:
+    """Table cells (dataset, epochs, backbone, method) whose trials differ in more than the seed and where the
+    data lives (two suites, or a --set edit, under one results folder): the config keys that differ."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for t in trials:
+        r = t.record
+        config = _flatten("config", {k: v for k, v in r.config.items() if k not in ("seed", "suite", "resources")})
+        config.pop("config.dataset.root", None)
+        groups.setdefault((r.dataset, r.epochs, r.backbone, r.method_label), []).append(config)
+    differences = {}
+    for key, configs in groups.items():
+        keys = sorted({k for c in configs for k in c if any(c.get(k) != other.get(k) for other in configs)})
+        if keys:
+            differences[key] = [k.removeprefix("config.") for k in keys]
+    return differences
+
+
+def _pooling_warning(trials: Sequence[TrialResult]) -> list[str]:
+    differences = pooled_differences(trials)
+    if not differences:
+        return []
+    lines = ["**Warning**: these cells pool trials whose settings differ in more than the seed; their means mix "
+             "recipes (report each setting from its own results folder to separate them):", ""]
+    for (dataset, epochs, backbone, method), keys in sorted(differences.items()):
+        lines.append(f"- {dataset}, {epochs} ep, {backbone}, {method}: {', '.join(keys)}")
+    return [*lines, ""]
+
+
+def _environment(records: Sequence[TrialRecord]) -> list[str]:
+    ran = [r for r in records if r.status != "pending"]
+    if not ran:
+        return []
+
+    def values(get: Callable[[TrialRecord], Any]) -> str:
+        return ", ".join(sorted({str(v) for v in map(get, ran) if v})) or DASH
+
+    return [
+        f"Environment: device {values(lambda r: r.gpu_name or r.device)}; "
+        f"mixbench {values(lambda r: r.versions.get('mixbench'))}, torch {values(lambda r: r.versions.get('torch'))}, "
+        f"timm {values(lambda r: r.versions.get('timm'))}; git {values(lambda r: r.git_hash)}.",
+        "",
+    ]
+
+
+# ---- the quick summary `mixbench run` prints ----------------------------------------------------------------
 
 
 def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
@@ -31,7 +768,6 @@ def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
     for dataset, backbone, method in keys:
         group = [r for r in records if (r.dataset, r.backbone, r.method_label) == (dataset, backbone, method)]
         done = [r for r in group if r.status == "done"]
-        others = sorted({r.status for r in group if r.status != "done"})
         last_n = group[0].last_n
         rows.append({
             "dataset": dataset,
@@ -42,30 +778,19 @@ def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
             "top1 (best)": mean_std([r.top1_best for r in done]),
             "top1 (last)": mean_std([r.top1 for r in done]),
             "epochs": done[0].epochs if done else group[0].epochs,
-            "status": "done" if not others else ", ".join(
-                f"{sum(r.status == s for r in group)} {s}" for s in others),
+            "status": status_counts(group, skip="done") or "done",
         })
     return pd.DataFrame(rows)
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency such as tabulate)."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
 def write_minimal_report(results: Path, out: Path) -> pd.DataFrame:
     """`results.csv` (one row per trial) and `accuracy.md` / `accuracy.csv` (the grid) under `out`."""
-    from mixbench.results import atomic_write_text, records_frame
-
-    records = load_records(results)
-    if not records:
+    trials = load_results(results)
+    if not trials:
         raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
-    table = accuracy_table(records)
+    table = accuracy_table([t.record for t in trials])
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.csv", records_frame(records).to_csv(index=False))
+    atomic_write_text(out / "results.csv", results_frame(trials).to_csv(index=False))
     atomic_write_text(out / "accuracy.csv", table.to_csv(index=False))
     atomic_write_text(out / "accuracy.md", to_markdown(table))
     return table

@@ -53,6 +53,7 @@ class TrialRecord(BaseModel):
     top5_median_last_n: float | None = None
     last_n: int = 10
     models: dict[str, dict[str, float | None]] = {}  # every evaluated model's last/best/median top-1
+    param_count: int | None = None  # backbone parameters (the method's own, e.g. AutoMix's Mix Block, not included)
     images_per_sec: float | None = None  # training throughput, all devices together
     time_total_s: float = 0.0
     time_per_epoch_s: float | None = None

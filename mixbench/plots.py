@@ -1,0 +1,192 @@
+"""The report's plots, each readable without its table (titles, units, legends say what is shown).
+
+Every function takes the tidy frames `mixbench.report` builds, returns a matplotlib `Figure` (or None when
+there is nothing to draw) and never touches pyplot's global state: figures are made with `Figure()` and
+rendered by Agg, so reports can be written from any thread or headless machine. `save_figure` writes a PNG
+and a PDF of each.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mixbench.report import METHOD_ORDER, ordered_methods
+
+STATUS_STYLE = {  # claims status -> (colour, marker)
+    "reproduced": ("tab:green", "o"),
+    "below": ("tab:red", "v"),
+    "above": ("tab:blue", "^"),
+    "partial": ("tab:gray", "s"),
+}
+
+
+def _colours(labels: list[str]) -> dict[str, str | tuple]:
+    """One colour per method label: the built-in methods keep theirs across every plot (vanilla C0, mixup C1,
+    ...), other labels (third-party methods, a method at two settings) take the remaining ones in order."""
+    fixed = {label: f"C{METHOD_ORDER.index(label)}" for label in labels if label in METHOD_ORDER}
+    spare = [f"C{i}" for i in range(len(METHOD_ORDER), 10)] + list(matplotlib.colormaps["tab20"].colors)
+    others = [label for label in labels if label not in fixed]
+    return {**fixed, **{label: spare[i % len(spare)] for i, label in enumerate(others)}}
+
+
+def _grid(n: int, width: float = 4.8, height: float = 3.6) -> tuple[Figure, list]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def gain_over_vanilla(summary: pd.DataFrame) -> Figure | None:
+    """Bars: each method's median top-1 minus vanilla's, per backbone; one panel per dataset and budget."""
+    if summary.empty:
+        return None
+    data = summary[summary["top1_median_last_n_mean"].notna()]
+    panels = []
+    for (dataset, epochs), block in data.groupby(["dataset", "epochs"], sort=True):
+        if (block["method_name"] == "vanilla").any() and (block["method_name"] != "vanilla").any():
+            panels.append((dataset, epochs, block))
+    if not panels:
+        return None
+    every = ordered_methods(data)
+    colours = _colours(every)
+    labels = [m for m in every if m not in set(data.loc[data["method_name"] == "vanilla", "method"])]
+    fig, axes = _grid(len(panels))
+    for ax, (dataset, epochs, block) in zip(axes, panels, strict=True):
+        backbones = sorted(set(block["backbone"]))
+        width = 0.8 / max(len(labels), 1)
+        for k, label in enumerate(labels):
+            gains, errors = [], []
+            for backbone in backbones:
+                rows = block[block["backbone"] == backbone]
+                base = rows[rows["method_name"] == "vanilla"]
+                mine = rows[rows["method"] == label]
+                if base.empty or mine.empty:
+                    gains.append(np.nan)
+                    errors.append(0.0)
+                    continue
+                gains.append(mine["top1_median_last_n_mean"].iloc[0] - base["top1_median_last_n_mean"].iloc[0])
+                # The two means' errors add in quadrature; a single seed contributes none.
+                stds = np.nan_to_num([mine["top1_median_last_n_std"].iloc[0], base["top1_median_last_n_std"].iloc[0]])
+                errors.append(float(np.hypot(*stds)))
+            if all(np.isnan(gains)):
+                continue
+            x = np.arange(len(backbones)) + (k - (len(labels) - 1) / 2) * width
+            ax.bar(x, gains, width, yerr=errors, capsize=3, label=label, color=colours[label])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(backbones)), backbones, rotation=15)
+        ax.set_ylabel("top-1 gain over vanilla (points)")
+        ax.set_title(f"{dataset}, {epochs} epochs")
+        ax.legend(fontsize="small")
+    fig.suptitle("Gain over vanilla: median top-1 of the last N epochs, mean over seeds (error: ±1 std)")
+    return fig
+
+
+def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
+    """Lines: top-1 per epoch, mean over seeds, with the min–max band; one panel per dataset, backbone, budget."""
+    if curves.empty:
+        return None
+    labels = ordered_methods(curves)
+    colours = _colours(labels)
+    groups = list(curves.groupby(["dataset", "backbone", "epochs"], sort=True))
+    fig, axes = _grid(len(groups))
+    for ax, ((dataset, backbone, epochs), block) in zip(axes, groups, strict=True):
+        for label in labels:
+            mine = block[block["method"] == label]
+            if mine.empty:
+                continue
+            per_epoch = mine.groupby("epoch")["top1"].agg(["mean", "min", "max", "count"])
+            seeds = mine["seed"].nunique()
+            unfinished = mine.loc[mine["status"] != "done", "seed"].nunique()
+            note = f"{seeds} seed{'s' * (seeds != 1)}" + (f", {unfinished} unfinished" if unfinished else "")
+            ax.plot(per_epoch.index, per_epoch["mean"], label=f"{label} ({note})", color=colours[label])
+            ax.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=colours[label], alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(f"{dataset}, {backbone}, {epochs} epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("Top-1 vs epoch: mean over seeds (line), min–max over seeds (band)")
+    return fig
+
+
+def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
+    """One row per compared claim: the published number (black cross) and the measured mean ± std over seeds
+    (coloured by status). Claims that no finished trial measured are left out (the table lists them)."""
+    if claims.empty:
+        return None
+    shown = claims[claims["measured"].notna()].iloc[::-1]  # first table row at the top
+    if shown.empty:
+        return None
+    fig = Figure(figsize=(8.0, 1.6 + 0.28 * len(shown)), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(shown))
+    ax.scatter(shown["claimed"], y, marker="x", color="black", zorder=3, label="claimed")
+    for status, (colour, marker) in STATUS_STYLE.items():
+        rows = shown["status"].to_numpy() == status
+        if rows.any():
+            ax.errorbar(shown["measured"][rows], y[rows], xerr=shown["std"][rows].fillna(0), fmt=marker,
+                        color=colour, capsize=3, label=f"measured: {status} ({rows.sum()})")
+    def epochs(value: float) -> str:
+        return "?" if pd.isna(value) else str(int(value))
+
+    names = [f"{r.dataset}, {r.method_label}, {r.mixbench_backbone}, {epochs(r.epochs)} ep"
+             + (f" (ran {epochs(r.epochs_compared)})" if r.status == "partial" else "") + f", {r.metric.split('_')[0]}"
+             for r in shown.itertuples(index=False)]
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_xlabel("accuracy (%), each claim's own statistic\nmeasured: mean ± std over seeds")
+    ax.set_title("Published claims vs measured")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def accuracy_vs_cost(summary: pd.DataFrame) -> Figure | None:
+    """Points: median top-1 against training time per trial; one series per method through its budgets."""
+    if summary.empty:
+        return None
+    data = summary[summary["top1_median_last_n_mean"].notna() & summary["time_total_s"].notna()]
+    if data.empty:
+        return None
+    labels = ordered_methods(data)
+    colours = _colours(labels)
+    groups = list(data.groupby(["dataset", "backbone"], sort=True))
+    fig, axes = _grid(len(groups))
+    for ax, ((dataset, backbone), block) in zip(axes, groups, strict=True):
+        for label in labels:
+            mine = block[block["method"] == label].sort_values("epochs")
+            if mine.empty:
+                continue
+            minutes = mine["time_total_s"] / 60
+            ax.errorbar(minutes, mine["top1_median_last_n_mean"], yerr=mine["top1_median_last_n_std"].fillna(0),
+                        fmt="o-", color=colours[label], capsize=3, label=label)
+            for x, y, epochs in zip(minutes, mine["top1_median_last_n_mean"], mine["epochs"], strict=True):
+                ax.annotate(f"{epochs} ep", (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
+        if block["time_total_s"].max() > 10 * block["time_total_s"].min():
+            ax.set_xscale("log")
+        ax.set_xlabel("training time per trial (min, mean over seeds)")
+        ax.set_ylabel("median top-1 of last N epochs (%)\nmean ± std over seeds")
+        ax.set_title(f"{dataset}, {backbone}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("Accuracy vs cost, one point per epochs budget")
+    return fig
+
+
+def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
+    """`folder/name.png` and `folder/name.pdf`, without timestamps so a regenerated report diffs cleanly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    fig.savefig(png, dpi=150)
+    fig.savefig(pdf, metadata={"CreationDate": None})
+    return [png, pdf]
