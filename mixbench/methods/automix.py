@@ -86,7 +86,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixbench.methods.base import Method, StepOutput, mixed_cross_entropy, random_permutation, sample_beta
+from mixbench.methods.base import (
+    Method,
+    MixedBatch,
+    StepOutput,
+    mixed_cross_entropy,
+    random_permutation,
+    sample_beta,
+)
 from mixbench.methods.registry import register_method
 
 HEADLINES = ("ema", "online")
@@ -306,6 +313,18 @@ class AutoMix(Method):
             return mask
         with torch.no_grad():
             return self.mix_block(features, lam, index, out_size)
+
+    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:
+        """The batch the online encoder trains on (the gallery's protocol); `lam` is the sampled λ_bb."""
+        from mixbench.models import stage_features
+
+        drawn = self.sample(x.shape[0], gen)
+        lam, index = drawn["lam_bb"], drawn["index_bb"].to(x.device)
+        with torch.no_grad():
+            features = stage_features(self.ema_backbone, x, self.mask_layer)
+            mask = self.backbone_mask(features, lam, index, (x.shape[-2], x.shape[-1]))
+        return MixedBatch(x=apply_mask(x, mask, index), y_a=y, y_b=y[index.to(y.device)],
+                          lam=torch.tensor(lam, dtype=torch.float64), mask=mask[:, :1])
 
     def training_loss(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> StepOutput:
         from mixbench.models import stage_features
