@@ -317,7 +317,8 @@ def expand(
                         "method": mc.name,
                         "method_label": mc.display,
                         "method_version": cls.version,
-                        "hparams": {**card_defaults(cls.name or mc.name, info.family), **mc.hparams},
+                        "hparams": _with_normalisation(
+                            {**card_defaults(cls.name or mc.name, info.family), **mc.hparams}, cls, info),
                         "seed": seed,
                         "recipe": suite.recipe.model_dump(),
                         "resources": suite.resources.model_dump(),
@@ -348,6 +349,20 @@ def expand(
     if problems:
         raise SuiteError("\n".join(problems))
     return trials
+
+
+def _with_normalisation(hparams: dict[str, Any], cls: type, info: Any) -> dict[str, Any]:
+    """A method that de-normalises images (PuzzleMix's colour term) gets the dataset's own mean/std.
+
+    The reference guesses them from the image width (CIFAR statistics below 64 px, else ImageNet's), which is
+    wrong for any other dataset; a suite can still set them explicitly.
+    """
+    from mixbench.methods.registry import method_hparam_names
+
+    accepted = method_hparam_names(cls)
+    if "mean" in accepted and "std" in accepted and hparams.get("mean") is None and hparams.get("std") is None:
+        return {**hparams, "mean": list(info.mean), "std": list(info.std)}
+    return hparams
 
 
 def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:

@@ -143,3 +143,11 @@ def test_not_yaml_and_missing_file(tmp_path):
 @pytest.mark.parametrize("suite", sorted(Path(__file__).parents[1].joinpath("suites").glob("*.yaml")))
 def test_every_shipped_suite_is_valid(suite):
     assert load_suite(suite).name
+
+
+def test_methods_that_denormalise_get_the_dataset_statistics(tmp_path):
+    text = BASE.replace("[synthetic]", "[{name: fashion_mnist, root: /usr/share}]").replace(
+        "[vanilla, {name: mixup, alpha: 0.4}]", "[puzzlemix, {name: puzzlemix, label: own, mean: [0.5], std: [0.25]}]")
+    default, own = load_and_expand(write(tmp_path, text))[::2]
+    assert (default.hparams["mean"], default.hparams["std"]) == ([0.286], [0.353])  # not the reference's guess
+    assert (own.hparams["mean"], own.hparams["std"]) == ([0.5], [0.25])
