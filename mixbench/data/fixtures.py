@@ -318,32 +318,39 @@ def tiny_expected() -> Expected:
                                    "val": TINY_CLASSES * TINY_VAL_PER_CLASS})
 
 
+def _fixture_root(final: Path) -> Path | None:
+    """The root inside a finished fixture tree of the current version, or None."""
+    try:
+        info = json.loads((final / _MARKER).read_text())
+        return final / info["root"] if info.get("version") == FIXTURE_VERSION else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def tiny_fixture(dataset: str, cache: Path) -> Path:
     """The root of `dataset`'s tiny fixture under `cache`, written once (atomically: a half-written tree is never
     used, and concurrent writers agree on one)."""
     if dataset not in _TINY_WRITERS:
         raise ValueError(f"--tiny has no fixture writer for dataset {dataset!r}; it knows {', '.join(_TINY_WRITERS)}")
-    cache = Path(cache)
-    final = cache / dataset
-    marker = final / _MARKER
-    try:
-        info = json.loads(marker.read_text())
-        if info.get("version") == FIXTURE_VERSION:
-            return final / info["root"]
-    except (OSError, ValueError, KeyError):
-        pass
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{dataset}.{os.getpid()}.tmp"
+    final = Path(cache) / dataset
+    root = _fixture_root(final)
+    if root is not None:
+        return root
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{dataset}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    root = _TINY_WRITERS[dataset](tmp)
+    written = _TINY_WRITERS[dataset](tmp)
     (tmp / _MARKER).write_text(json.dumps({"version": FIXTURE_VERSION, "dataset": dataset,
-                                           "root": os.path.relpath(root, tmp)}) + "\n")
+                                           "root": os.path.relpath(written, tmp)}) + "\n")
     shutil.rmtree(final, ignore_errors=True)  # an older version, or an interrupted write
     try:
         os.replace(tmp, final)
     except OSError:  # another process finished first: use its tree
         shutil.rmtree(tmp, ignore_errors=True)
-    return tiny_fixture(dataset, cache)
+    root = _fixture_root(final)
+    if root is None:
+        raise RuntimeError(f"--tiny could not write the {dataset} fixture into {final}")
+    return root
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.table import Table
+from rich.text import Text
 
 from mixbench.runner.local import Job, job_record
 
@@ -29,6 +30,6 @@ def jobs_table(jobs: list[Job], title: str = "") -> Table:
         top1 = f"{record.top1:.2f}" if record and record.top1 is not None else ""
         per_epoch = record.time_per_epoch_s if record else None
         state = job.state if job.state != "skipped" else (record.status if record else "skipped")
-        table.add_row(job.config.dirname, f"[{STYLE.get(state, '')}]{state}", f"{done}/{epochs}", top1,
+        table.add_row(job.config.dirname, Text(state, style=STYLE.get(state, "")), f"{done}/{epochs}", top1,
                       _eta(job, done, epochs, per_epoch), job.note)
     return table
