@@ -762,22 +762,24 @@ def _environment(records: Sequence[TrialRecord]) -> list[str]:
 
 
 def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per dataset × backbone × method: seeds done, top-1 (median of last N, best, last)."""
+    """One row per dataset × epochs × backbone × method (suite order): seeds done, top-1 (median of last N,
+    best, last). Budgets are never pooled: a 6-epoch and a 12-epoch trial are different rows."""
+    order = {label: i for i, label in enumerate(dict.fromkeys(r.method_label for r in records))}
+    key = lambda r: (r.dataset, r.epochs, r.backbone, order[r.method_label])  # noqa: E731
     rows = []
-    keys = sorted({(r.dataset, r.backbone, r.method_label) for r in records})
-    for dataset, backbone, method in keys:
-        group = [r for r in records if (r.dataset, r.backbone, r.method_label) == (dataset, backbone, method)]
+    for dataset, epochs, backbone, _ in sorted({key(r) for r in records}):
+        group = [r for r in records if key(r)[:3] == (dataset, epochs, backbone) and order[r.method_label] == _]
         done = [r for r in group if r.status == "done"]
         last_n = group[0].last_n
         rows.append({
             "dataset": dataset,
             "backbone": backbone,
-            "method": method,
+            "method": group[0].method_label,
             "seeds": f"{len(done)}/{len(group)}",
             f"top1 (median last {last_n})": mean_std([r.top1_median_last_n for r in done]),
             "top1 (best)": mean_std([r.top1_best for r in done]),
             "top1 (last)": mean_std([r.top1 for r in done]),
-            "epochs": done[0].epochs if done else group[0].epochs,
+            "epochs": epochs,
             "status": status_counts(group, skip="done") or "done",
         })
     return pd.DataFrame(rows)
