@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -10,13 +11,14 @@ from rich.console import Console
 
 from mixbench.suite import Suite, SuiteError, TrialConfig
 
-console = Console()
+# Outside a terminal (CI, Slurm logs) rich would wrap tables at 80 columns; logs are read wide.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _load(args) -> tuple[Suite, list[TrialConfig], Path]:
     from mixbench.suite import expand, load_suite, parse_data_roots
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, getattr(args, "set", None))
     trials = expand(suite, args.suite, parse_data_roots(getattr(args, "data_root", None), suite))
     for only in getattr(args, "only", None) or []:
         axis, _, values = only.partition("=")
@@ -36,19 +38,38 @@ def _axis(trial: TrialConfig, axis: str) -> list:
 def cmd_run(args) -> int:
     from rich.live import Live
 
+    from mixbench.check import check_suite, prepare_args, report_lines
     from mixbench.report import to_markdown, write_minimal_report
     from mixbench.runner.live import jobs_table
     from mixbench.runner.local import LocalRunner, plan
 
+    prepared = prepare_args(args)  # --tiny: fixtures and the scaled-down suite; --dry-run: roots may be absent
     suite, trials, results = _load(args)
+    report = check_suite(suite, trials, args.suite, expected=prepared.expected, no_data=prepared.no_data)
+    for line in report_lines(report, verbose=False):
+        console.print(line, highlight=False, soft_wrap=True)
+    if not report.ok and not args.dry_run:
+        console.print(f"[red]pre-flight check failed[/] ({len(report.errors)} problems above); nothing was run "
+                      f"(mixbench check {prepared.source} lists what was verified)", highlight=False)
+        return 2
     jobs = plan(trials, results, args.retry_failed)
     todo = sum(j.state == "queued" for j in jobs)
     console.print(f"[bold]{suite.name}[/]: {len(jobs)} trials, {todo} to run, results in {results}")
     if args.dry_run:
+        from mixbench.cost import assumptions, estimate, group, rich_table, summary
+
         console.print(jobs_table(jobs, title=f"{suite.name} (dry run)"))
-        return 0
+        estimates = estimate(trials, results.parent, report.counts)
+        console.print(rich_table(group(estimates), title=f"{suite.name}: estimated cost"))
+        queued = {j.config.trial_id for j in jobs if j.state == "queued"}
+        console.print(summary(estimates, queued), highlight=False, soft_wrap=True)
+        console.print(assumptions(), highlight=False, soft_wrap=True)
+        return 0 if report.ok else 2
+    if args.executor == "slurm":
+        return _submit_to_slurm(args, suite, jobs, results)
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     runner = LocalRunner(gpus=gpus, jobs=args.jobs)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM stops the suite like Ctrl-C does
     try:
         if args.no_live or not console.is_terminal:
             runner.run(jobs, on_update=_print_changes())
@@ -60,7 +81,7 @@ def cmd_run(args) -> int:
         return 130
     console.print(jobs_table(jobs, title=suite.name))
     table = write_minimal_report(results, results / "report")
-    console.print(to_markdown(table))
+    print(to_markdown(table))
     console.print(f"report: {results / 'report'} (full report: mixbench report {args.suite})")
     return 1 if any(j.state == "failed" for j in jobs) else 0
 
@@ -79,17 +100,104 @@ def _print_changes():
     return update
 
 
-def cmd_report(args) -> int:
-    from mixbench.report import to_markdown, write_minimal_report
+def _submit_to_slurm(args, suite: Suite, jobs, results: Path) -> int:
+    from mixbench.runner.live import jobs_table
+    from mixbench.runner.slurm import SlurmError, SlurmOptions, slurm_available, submit
 
-    target = Path(args.target)
-    if target.is_file():
-        _, _, results = _load(argparse.Namespace(suite=target))
-    else:
-        results = target
+    if not slurm_available():
+        console.print("[red]error:[/] --executor slurm: sbatch and squeue are not on PATH; run this on a Slurm "
+                      "login node (or use the local executor)", highlight=False, soft_wrap=True)
+        return 2
+    options = SlurmOptions(partition=args.partition, account=args.account, time=args.time,
+                           array_parallelism=args.array_parallelism)
+    try:
+        submit(jobs, results, options)
+    except SlurmError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 1
+    console.print(jobs_table(jobs, title=f"{suite.name} (Slurm)"))
+    submitted = sum(j.state == "queued" for j in jobs)
+    console.print(f"{submitted} trials submitted; follow them with: mixbench status {args.suite}; stop them with: "
+                  f"mixbench cancel {args.suite}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from mixbench.runner.live import jobs_table
+    from mixbench.runner.slurm import suite_status
+
+    suite, trials, results = _load(args)
+    rows = suite_status(trials, results)
+    console.print(jobs_table(rows, title=f"{suite.name}: {results}"))
+    states = [row.state for row in rows]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    console.print(f"{suite.name}: {len(rows)} trials: {counts}", highlight=False)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from mixbench.runner.slurm import SlurmError, cancel
+
+    suite, trials, results = _load(args)
+    try:
+        cancelled = cancel(trials, results)
+    except SlurmError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 1
+    for config, job_id in cancelled:
+        console.print(f"cancelled job {job_id}  {config.dirname}", highlight=False)
+    console.print(f"{suite.name}: {len(cancelled)} jobs cancelled; their trials keep their last checkpoint and resume "
+                  f"when the suite is submitted again", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_report(args) -> int:
+    import shlex
+
+    from mixbench.report import markdown, resolve_target, write_report
+
+    results, suite = resolve_target(Path(args.target))
     out = Path(args.out) if args.out else results / "report"
-    table = write_minimal_report(results, out)
-    console.print(to_markdown(table))
+    command = shlex.join(["mixbench", "report", args.target, "--out", str(out),
+                          *(f"--claims={c}" for c in args.claims or []), f"--median-window={args.median_window}"])
+    made = write_report(results, out, claims_files=args.claims or [], window=args.median_window,
+                        command=command, suite=suite)
+    for table in made.tables["accuracy"]:
+        console.print(f"[bold]{table.title}[/]")
+        console.print(markdown(table), highlight=False, soft_wrap=True)
+    statuses = [c.status for c in made.claims]
+    claims = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))) or "none matched"
+    console.print(f"claims: {claims}")
+    console.print(f"written to {out} (README.md, results.csv, results.tex, plots/)")
+    return 0
+
+
+def cmd_show(args) -> int:
+    import yaml
+
+    from mixbench.gallery import GalleryUnsupported, write_gallery
+    from mixbench.methods.registry import UnknownMethodError
+
+    hparams = {}
+    for item in args.hparam or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SuiteError(f"--hparam {item}: expected KEY=VALUE, e.g. --hparam alpha=1.0")
+        hparams[key] = yaml.safe_load(value)
+    out = Path(args.out or f"gallery_{args.method}.png")
+    options = {"backbone": args.backbone} if args.backbone else {}
+    try:
+        write_gallery(out, args.method, dataset=args.dataset, data_root=args.data_root, seed=args.seed, n=args.n,
+                      image_size=args.image_size, hparams=hparams, **options)
+    except GalleryUnsupported as err:
+        console.print(str(err), highlight=False, soft_wrap=True)
+        return 1
+    except UnknownMethodError as err:
+        console.print(f"[red]error:[/] method {args.method} cannot be loaded: {err}", highlight=False, soft_wrap=True)
+        return 2
+    except ValueError as err:  # a bad hyper-parameter, dataset or --n
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
     console.print(f"written to {out}")
     return 0
 
@@ -112,9 +220,24 @@ def cmd_ls(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from mixbench.check import check_suite, prepare_args, report_lines
+
+    prepared = prepare_args(args)
     suite, trials, results = _load(args)
-    console.print(f"{args.suite}: OK, {len(trials)} trials ({suite.name}), results in {results}")
+    report = check_suite(suite, trials, args.suite, expected=prepared.expected, no_data=prepared.no_data)
+    for line in report_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
+    if not report.ok:
+        console.print(f"{prepared.source}: {len(report.errors)} problems; fix them before running", highlight=False)
+        return 2
+    console.print(f"{prepared.source}: OK, {len(trials)} trials ({suite.name}), results in {results}", highlight=False)
     return 0
+
+
+def cmd_bench(args) -> int:
+    from mixbench.bench import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,23 +248,75 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite")
     run.add_argument("--gpus", help="GPU ids to use, e.g. 0,1 (default: all visible; none: CPU)")
     run.add_argument("--jobs", type=int, default=None, help="parallel trials on CPU (default 1)")
-    run.add_argument("--dry-run", action="store_true", help="print the grid and stop")
+    run.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, and stop")
+    run.add_argument("--tiny", action="store_true",
+                     help="the suite on miniature fixture data: 1 epoch, 2 images per class, batch 2, small images "
+                          "(CI; see docs/cost_model.md)")
     run.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="run a subset, e.g. method=mixup")
     run.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
     run.add_argument("--data-root", action="append", metavar="[NAME=]PATH", help="where a dataset lives")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="edit the suite, e.g. recipe.epochs=30")
     run.add_argument("--results", help="results folder (default: the suite's results_dir)")
     run.add_argument("--no-live", action="store_true", help="plain log lines instead of the live table")
+    run.add_argument("--executor", choices=["local", "slurm"], default="local",
+                     help="local: this machine's GPUs (or CPU); slurm: submit job arrays and return (see status)")
+    run.add_argument("--partition", help="Slurm partition (default: the suite's resources.slurm, else Slurm's)")
+    run.add_argument("--account", help="Slurm account to charge")
+    run.add_argument("--time", help="Slurm time limit per job, e.g. 4:00:00 or 2-00:00:00 (default 4:00:00); "
+                     "a trial that needs longer checkpoints and requeues itself")
+    run.add_argument("--array-parallelism", type=int, metavar="K", help="at most K trials of the array at once")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="each trial's state: done, failed, queued, running (records + Slurm)")
+    status.add_argument("suite")
+    status.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
+    status.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
+    status.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel the suite's queued and running Slurm jobs")
+    cancel.add_argument("suite")
+    cancel.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
+    cancel.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
+    cancel.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    cancel.set_defaults(func=cmd_cancel)
 
     check = sub.add_parser("check", help="validate a suite before running it")
     check.add_argument("suite")
     check.add_argument("--data-root", action="append", metavar="[NAME=]PATH")
+    check.add_argument("--set", action="append", metavar="KEY=VALUE", help="edit the suite, e.g. recipe.epochs=30")
+    check.add_argument("--tiny", action="store_true", help="check the suite's --tiny variant on its fixtures")
     check.set_defaults(func=cmd_check)
 
-    report = sub.add_parser("report", help="tables from a suite's records")
+    report = sub.add_parser("report", help="tables and plots from a suite's records (README.md, CSV, LaTeX)")
     report.add_argument("target", help="a suite YAML or a results folder")
-    report.add_argument("--out", help="output folder (default: RESULTS/report)")
+    report.add_argument("--out", help="output folder, e.g. reports/NAME (default: RESULTS/report)")
+    report.add_argument("--claims", action="append", metavar="FILE",
+                        help="your own claims CSV (the columns of mixbench/claims/published.csv), compared too")
+    report.add_argument("--median-window", choices=["openmixup", "exact"], default="openmixup",
+                        help="'median of the last N' for claims: openmixup's epoch >= E-N (N+1 values, how the "
+                             "published numbers were made; default) or exactly N values")
     report.set_defaults(func=cmd_report)
+
+    show = sub.add_parser("show", help="a gallery of mixed samples of a method (sources, mask, mix, λ)")
+    show.add_argument("method", help="a registered method (mixbench ls methods) or package.module:Class")
+    show.add_argument("--dataset", default="synthetic", help="images from this dataset's val split (default: "
+                      "synthetic, which needs no files)")
+    show.add_argument("--data-root", help="where the dataset lives (default: its usual place)")
+    show.add_argument("--out", help="image file to write (default: gallery_METHOD.png)")
+    show.add_argument("--seed", type=int, default=0, help="fixes the images, the draws and any network")
+    show.add_argument("--n", type=int, default=4, help="samples, one per class (default 4)")
+    show.add_argument("--image-size", type=int, help="resolution (default: the dataset's)")
+    show.add_argument("--backbone",
+                      help="random network given to methods that mix with a model's help (default resnet18_cifar)")
+    show.add_argument("--hparam", action="append", metavar="KEY=VALUE",
+                      help="override a hyper-parameter of the method card, e.g. alpha=1.0")
+    show.set_defaults(func=cmd_show)
+
+    bench = sub.add_parser("bench", help="time and memory of every method's step vs vanilla (see benchmarks/)",
+                           add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("ls", help="list methods, datasets or backbones")
     ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "backbones"])

@@ -8,12 +8,36 @@ Determinism: model initialisation comes from `torch.manual_seed(seed)`; every dr
 on-device augmentation comes from one `torch.Generator` owned by the trial; the data order of an epoch is a
 function of (seed, epoch). The checkpoint at the end of each epoch holds the model, optimizer, step, method
 state and every RNG state, so on CPU a resumed run equals an uninterrupted one bit for bit.
+
+Several processes (DDP, `gpus_per_trial: N`). Each process trains on its 1/N share of every global batch
+(`recipe.batch_size` is the global batch; the lr is defined for it). The choices, recorded in every record:
+* `mix_scope: local`: a process mixes the images of its own share; partners never cross processes (the
+  reference's default; its cross-GPU shuffle is off in every config mixbench reproduces).
+* `mix_draws: shared`: the method's draws (λ, permutation, boxes, AutoMix's two λ) come from the trial generator,
+  in the same state on every process, so every process draws the same values, as one process would for its
+  global batch. Augmentation (crop and flip offsets) and the global RNG (dropout, drop-path) are drawn per
+  process and per step from (seed, step, rank), so the processes' shares are augmented independently and a
+  resumed run needs no per-process RNG state.
+* `batch_norm`: `per_process` (statistics over each process's share, as the reference trains) or `synchronized`
+  (SyncBatchNorm over the global batch; CUDA only). Running statistics are rank 0's, broadcast before each
+  evaluation and checkpoint.
+* Gradients are averaged over the processes, the method's own parameters included (`distributed.GradientSync`),
+  and the parameters are checked equal on every process after each epoch; metrics are reduced over processes.
+* The checkpoint is written by rank 0. A trial resumes with another N if its steps per epoch stay the same (then
+  the global batches are the same images); otherwise it refuses, saying why. With another N it is sound but not
+  bit-exact: per-process BatchNorm statistics and the per-process augmentation draws change with N.
+
+Preemption. With `stop_requested` (the Slurm executor's preemption signal), the trial stops at the next step
+boundary that every process agrees on, writes a mid-epoch checkpoint (the step within the epoch and the
+epoch's partial logs included) and raises `Preempted`; the resumed run skips the epoch's trained batches and
+equals an uninterrupted one bit for bit on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import math
 import os
@@ -22,6 +46,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +61,7 @@ from mixbench.results import (
     environment,
     now,
     read_metrics,
+    read_record,
     summarize,
     write_config,
     write_metrics,
@@ -75,13 +102,45 @@ def trial_lock(out_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def trial_is_locked(out_dir: Path) -> bool:
+    """Whether some process holds the trial's lock: it is running (here, or on a node sharing the files)."""
+    if not out_dir.is_dir():
+        return False
+    try:
+        with trial_lock(out_dir):
+            return False
+    except TrialBusy:
+        return True
+
+
 class Interrupted(BaseException):
     """SIGTERM/SIGINT: stop at once; the last checkpoint stays for resume."""
 
 
+class Preempted(Interrupted):
+    """The scheduler asked the trial to stop (preemption, time limit); a checkpoint of the step where every
+    process stopped is on disk and the record says `interrupted`."""
+
+
+@dataclass
+class EpochProgress:
+    """How far the current epoch went: what a mid-epoch checkpoint needs to resume it exactly."""
+
+    batches: int = 0  # batches of this epoch already trained
+    sums: dict[str, float] = field(default_factory=dict)  # per-step logs summed so far
+    lr: float = 0.0
+    seconds: float = 0.0  # training seconds spent in this epoch, over all sessions
+
+
+def process_seed(seed: int, step: int, rank: int, stream: str) -> int:
+    """The seed of one process's `stream` at one step: per-process draws that need no state to resume."""
+    digest = hashlib.blake2b(f"mixbench-{stream}:{seed}:{step}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # non-negative int64
+
+
 def select_device() -> torch.device:
     if torch.cuda.is_available():
-        return torch.device("cuda", dist.local_rank() if dist.world_size() > 1 else 0)
+        return torch.device("cuda", dist.local_device_index() if dist.world_size() > 1 else 0)
     return torch.device("cpu")
 
 
@@ -135,12 +194,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 class Trial:
     """The state of one trial being trained; `run()` drives it to the end."""
 
-    def __init__(self, config: TrialConfig, out_dir: Path):
+    def __init__(self, config: TrialConfig, out_dir: Path, stop_requested: Callable[[], bool] | None = None):
         from mixbench.data import dataset_info, device_augment, load_split
         from mixbench.methods.registry import create_method
         from mixbench.models import create_backbone
 
         self.config, self.out_dir = config, out_dir
+        self.stop_requested = stop_requested
         self.device = select_device()
         self.rank, self.world = dist.rank(), dist.world_size()
         recipe = config.recipe
@@ -167,7 +227,14 @@ class Trial:
         self.method = create_method(config.method, **config.hparams)
         self.method.setup(self.backbone, self.info.num_classes)
         self.method.to(self.device)
-        self.model = dist.wrap(self.backbone, self.device)  # DDP wrapper when world > 1, else the backbone
+        dist.broadcast_state(self.method)  # DDP broadcasts the backbone; the method's own weights start equal too
+        # recipe.sync_bn, once suite.Recipe declares it (`sync_bn: bool = False`); until then always off.
+        self.sync_bn = bool(getattr(recipe, "sync_bn", False)) and self.world > 1
+        try:
+            self.model = dist.wrap(self.backbone, self.device, sync_bn=self.sync_bn)  # DDP when world > 1
+        except ValueError as err:
+            raise TrialFailed(str(err)) from None
+        self.grad_sync = dist.GradientSync(self.model, self.backbone, self.method)
 
         self.optimizer = _build_optimizer(self)
         self.gen = torch.Generator().manual_seed(config.seed)
@@ -175,6 +242,8 @@ class Trial:
         self.total_steps = self.steps_per_epoch * recipe.epochs
         self.epoch = 0  # epochs completed
         self.step = 0
+        self.progress = EpochProgress()  # of the epoch under way
+        self.world_sizes = [self.world]  # process counts of the sessions that trained this trial
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0  # training + eval seconds over all sessions
         self.train_seconds = 0.0
@@ -199,6 +268,10 @@ class Trial:
             "train_images": self.train_images,
             "started_at": self.started_at,
             "trial_id": self.config.trial_id,
+            "world_size": self.world,
+            "world_sizes": self.world_sizes,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epoch_progress": asdict(self.progress),
         }
 
     def restore(self, path: Path) -> None:
@@ -206,6 +279,13 @@ class Trial:
         if state.get("trial_id") != self.config.trial_id:
             raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {self.config.trial_id}; "
                               f"remove it to start this trial afresh")
+        saved_world, saved_steps = state.get("world_size", 1), state.get("steps_per_epoch", self.steps_per_epoch)
+        if saved_steps != self.steps_per_epoch:
+            raise TrialFailed(
+                f"{path} was written by {saved_world} processes with {saved_steps} steps per epoch, but with "
+                f"{self.world} an epoch has {self.steps_per_epoch} steps, so the lr schedule and the global batches "
+                f"would not line up; fix: resume with {saved_world} processes (resources.gpus_per_trial) or "
+                f"remove {path} to start afresh")
         self.backbone.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -216,6 +296,9 @@ class Trial:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.elapsed, self.train_seconds = state["elapsed"], state["train_seconds"]
         self.train_images, self.started_at = state["train_images"], state["started_at"]
+        self.progress = EpochProgress(**state.get("epoch_progress", {}))
+        saved_sizes = state.get("world_sizes", [saved_world])
+        self.world_sizes = saved_sizes + ([self.world] if saved_sizes[-1] != self.world else [])
 
     # ---- training --------------------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
@@ -225,41 +308,88 @@ class Trial:
         recipe = self.config.recipe
         self.model.train()
         self.method.train()
-        sums: dict[str, float] = {}
-        count = 0
-        lr = 0.0
+        progress = self.progress
         start = time.perf_counter()
-        for images, labels in batches(self.train_set, self.local_batch, train=True, seed=self.config.seed,
-                                      epoch=self.epoch, num_workers=recipe.num_workers, rank=self.rank,
-                                      world_size=self.world, pin_memory=self.device.type == "cuda"):
+        for i, (images, labels) in enumerate(batches(
+                self.train_set, self.local_batch, train=True, seed=self.config.seed, epoch=self.epoch,
+                num_workers=recipe.num_workers, rank=self.rank, world_size=self.world,
+                pin_memory=self.device.type == "cuda")):
+            if i < progress.batches:
+                continue  # trained before a preemption; an epoch's data order depends only on (seed, epoch)
             lr = set_lr(self.optimizer, self.step, recipe.schedule, self.steps_per_epoch, self.total_steps)
             self.method.set_progress(self.step, self.total_steps)
-            x = self.train_augment(images.to(self.device, non_blocking=True), self.gen)
+            x = self.train_augment(images.to(self.device, non_blocking=True), self.augment_generator())
             if self.device.type == "cuda" and recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device, non_blocking=True)
-            with autocast(self.device, recipe.amp):
-                out = self.method.training_loss(self.model, x, y, self.gen)
-            loss_value = float(out.loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrialFailed(f"non-finite loss ({loss_value}) at epoch {self.epoch + 1}, step {self.step}")
-            if not out.backward_done:
-                out.loss.backward()
+            with self.grad_sync.step():
+                with autocast(self.device, recipe.amp):
+                    out = self.method.training_loss(self.model, x, y, self.gen)
+                loss_value = float(out.loss.detach())
+                asked_to_stop = self.stop_requested is not None and self.stop_requested()
+                # One agreement per step (a no-op for one process): every process fails, or stops, at the same step.
+                nonfinite, stop = dist.any_rank([not math.isfinite(loss_value), asked_to_stop], self.device)
+                if nonfinite:
+                    shown = loss_value if not math.isfinite(loss_value) else "on another process"
+                    raise TrialFailed(f"non-finite loss ({shown}) at epoch {self.epoch + 1}, step {self.step}")
+                if not out.backward_done:
+                    out.loss.backward()
+            self.grad_sync.after_backward(out.backward_done)
             if recipe.grad_clip:
                 nn.utils.clip_grad_norm_(self.backbone.parameters(), recipe.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.method.after_step(self.backbone)
             self.step += 1
-            count += 1
             self.train_images += labels.numel() * self.world
+            progress.batches += 1
+            progress.lr = lr
             for key, value in {"loss": loss_value, **out.logs}.items():
-                sums[key] = sums.get(key, 0.0) + value
-        seconds = time.perf_counter() - start
+                progress.sums[key] = progress.sums.get(key, 0.0) + value
+            if stop:
+                progress.seconds += time.perf_counter() - start
+                self.preempt()
+        progress.seconds += time.perf_counter() - start
+        seconds, count = progress.seconds, progress.batches
         self.train_seconds += seconds
-        logs = dist.mean_dict({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, self.device)
-        return {**logs, "lr": lr, "train_seconds": seconds,
+        logs = dist.mean_dict({f"train_{k}": v / max(count, 1) for k, v in progress.sums.items()}, self.device)
+        self.progress = EpochProgress()
+        return {**logs, "lr": progress.lr, "train_seconds": seconds,
                 "images_per_sec": count * self.local_batch * self.world / max(seconds, 1e-9)}
+
+    def augment_generator(self) -> torch.Generator:
+        """Where this step's augmentation draws come from; with several processes, also reseeds the global RNG.
+
+        One process: the trial generator, one stream for everything. Several: a generator seeded from (seed, step,
+        rank), so each process augments its share independently (the trial generator is in the same state on
+        every process and would give every share the same crops), and the global RNG (dropout, drop-path) reseeded
+        the same way; neither needs per-process state in the checkpoint, whatever N a resumed run has.
+        """
+        if self.world == 1:
+            return self.gen
+        seed, step, rank = self.config.seed, self.step, self.rank
+        torch.manual_seed(process_seed(seed, step, rank, "global"))
+        return torch.Generator().manual_seed(process_seed(seed, step, rank, "augment"))
+
+    def preempt(self) -> None:
+        """Every process agreed to stop after this step: checkpoint it (mid-epoch), record it, and stop."""
+        where = f"epoch {self.epoch + 1}, step {self.step}"
+        if self.rank == 0:
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state())
+            self.write_record("interrupted", f"preempted at {where}; resumes from the checkpoint of that step")
+            print(f"mixbench: preempted at {where}; checkpoint written", file=sys.stderr, flush=True)
+        dist.barrier()  # no process leaves before the checkpoint is on disk
+        raise Preempted(f"preempted at {where}")
+
+    def check_processes_agree(self) -> None:
+        """After an epoch: every process must hold the same weights, or some gradient was not averaged."""
+        diverged = dist.diverged_parameters({"backbone": self.backbone, "method": self.method})
+        if diverged:
+            raise TrialFailed(
+                f"the processes' weights differ after epoch {self.epoch + 1} ({', '.join(diverged[:3])}"
+                f"{', ...' if len(diverged) > 3 else ''}): a gradient was not averaged over the processes; fix: the "
+                f"method must run the backbone through the model it is given (the DDP wrapper), or run its backward "
+                f"passes itself and return StepOutput(backward_done=True)")
 
     def evaluate_all(self) -> dict[str, float]:
         from mixbench.data import batches
@@ -281,13 +411,17 @@ class Trial:
         if ckpt.is_file():
             self.restore(ckpt)
         self.write_record("running")
-        while self.epoch < self.config.recipe.epochs:
+        epochs = self.config.recipe.epochs
+        while self.epoch < epochs:
             t0 = time.perf_counter()
             row = {"epoch": self.epoch + 1, **self.train_epoch()}
+            self.check_processes_agree()
+            # Evaluate and checkpoint rank 0's BatchNorm statistics on every process (each updated its own).
+            dist.broadcast_state(self.backbone, self.method, parameters=False)
             row.update(self.evaluate_all())
             self.epoch += 1
             row["epoch_seconds"] = time.perf_counter() - t0
-            row["peak_memory_mb"] = peak_memory_mb(self.device)
+            row["peak_memory_mb"] = dist.max_floats([peak_memory_mb(self.device)], self.device)[0]
             self.elapsed += row["epoch_seconds"]
             self.history.append(row)
             if self.rank == 0:
@@ -296,6 +430,9 @@ class Trial:
                 self.write_record("running")
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 break
+            asked_to_stop = self.stop_requested is not None and self.stop_requested()
+            if self.epoch < epochs and dist.any_rank([asked_to_stop], self.device)[0]:
+                self.preempt()  # asked during the evaluation
         done = self.epoch >= self.config.recipe.epochs
         return self.write_record("done" if done else "interrupted", None if done else "stopped early")
 
@@ -323,11 +460,23 @@ class Trial:
             device=self.device.type,
             gpu_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             world_size=self.world, started_at=self.started_at, updated_at=now(),
-            config=config.model_dump(mode="json"), **self.env,
+            config=config.model_dump(mode="json"), **self.env, **self.distributed_choices(),
         )
         if self.rank == 0:
             write_record(self.out_dir, record)
         return record
+
+    def distributed_choices(self) -> dict[str, Any]:
+        """How this trial was split over processes, for the record (see the module docstring)."""
+        return {
+            "world_sizes": self.world_sizes,  # more than one value: resumed with another process count
+            "per_process_batch": self.local_batch,
+            "mix_scope": "local",
+            "mix_draws": "shared",
+            "batch_norm": "synchronized" if self.sync_bn else "per_process",
+            "grad_sync": ("none" if self.world == 1 else
+                          "ddp+all_reduce" if self.grad_sync.method_runs_own_backward else "ddp"),
+        }
 
 
 def _build_optimizer(trial: Trial) -> torch.optim.Optimizer:
@@ -360,10 +509,13 @@ def failed_record(config: TrialConfig, out_dir: Path, reason: str, status: str =
     return record
 
 
-def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch: int | None = None) -> TrialRecord:
+def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch: int | None = None,
+              stop_requested: Callable[[], bool] | None = None) -> TrialRecord:
     """Train one trial to the end (or to `stop_after_epoch`), resuming from `out_dir/last.pt` if it exists.
 
-    A trial that fails is recorded as failed with its reason and the exception is raised again.
+    A trial that fails is recorded as failed with its reason and the exception is raised again. With several
+    processes every one calls this; rank 0 holds the trial's lock and writes its files. `stop_requested` is
+    polled after every step: when it returns True on any process, the trial checkpoints and raises `Preempted`.
     """
     config = TrialConfig.model_validate(config)
     out_dir = Path(out_dir)
@@ -373,20 +525,46 @@ def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch:
     threads = os.environ.get("MIXBENCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    lock = trial_lock(out_dir) if dist.rank() == 0 else contextlib.nullcontext()
     try:
-        with lock:
-            return Trial(config, out_dir).run(stop_after_epoch=stop_after_epoch)
+        with contextlib.ExitStack() as stack:
+            busy = None
+            if dist.rank() == 0:
+                try:
+                    stack.enter_context(trial_lock(out_dir))
+                except TrialBusy as err:
+                    busy = err
+            # Every process learns that rank 0 found the trial busy; the others would wait for it forever.
+            if dist.any_rank([busy is not None], select_device())[0]:
+                raise busy or TrialBusy(f"{out_dir} is being run by another process")
+            trial = Trial(config, out_dir, stop_requested=stop_requested)
+            return trial.run(stop_after_epoch=stop_after_epoch)
     except TrialBusy:
         raise
+    except Preempted:
+        raise  # the trial recorded it, with the step it stopped at
     except Interrupted:
-        if dist.rank() == 0:
+        # torch.distributed.run stops the other processes when one fails: keep that one's reason.
+        if dist.rank() == 0 and not _another_process_failed(out_dir):
             failed_record(config, out_dir, "interrupted (resumes from the last checkpoint)", status="interrupted")
         raise
-    except Exception as err:
-        if dist.rank() == 0:
+    except TrialFailed as err:
+        if dist.rank() == 0:  # every process raised it together (see Trial.train_epoch)
             failed_record(config, out_dir, f"{type(err).__name__}: {err}")
         raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        if dist.rank():
+            # Only the failing process knows why, and rank 0 may be stuck waiting for it: it records the failure.
+            failed_record(config, out_dir, f"process {dist.rank()} of {dist.world_size()}: {reason}")
+        elif not _another_process_failed(out_dir):  # if one did, rank 0's error is only the lost connection
+            failed_record(config, out_dir, reason)
+        raise
+
+
+def _another_process_failed(out_dir: Path) -> bool:
+    record = read_record(out_dir)
+    return (dist.world_size() > 1 and record is not None and record.status == "failed"
+            and (record.reason or "").startswith("process "))
 
 
 def _raise_interrupted(signum, frame):

@@ -57,6 +57,7 @@ class Recipe(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where it would only be slower)
     channels_last: bool = True  # faster convolutions on CUDA; ignored on CPU
+    sync_bn: bool = False  # under DDP: batch-norm statistics over the global batch (CUDA only); else per process
     grad_clip: float | None = Field(None, gt=0)
     eval_batch_size: int | None = Field(None, gt=0)
     num_workers: int = Field(4, ge=0)  # DataLoader workers for file datasets; in-memory ones need none

@@ -1,7 +1,8 @@
 """The local executor: a pool of GPU slots (or CPU jobs), one subprocess per trial, a live view.
 
 Each trial runs as `python -m mixbench.engine TRIAL_DIR` pinned to its GPUs with CUDA_VISIBLE_DEVICES
-(several GPUs: `torch.distributed.run` starts one process per GPU). Finished trials are skipped, interrupted
+(several GPUs: `torch.distributed.run` starts one process per GPU, NCCL; without GPUs, `gpus_per_trial: N`
+still runs N processes, with gloo and the CPU cores shared between them). Finished trials are skipped, interrupted
 ones resume from their checkpoint, failed ones are recorded with their reason and skipped on the next run
 unless `retry_failed`. Ctrl-C stops every trial with SIGTERM: each keeps its last checkpoint.
 """
@@ -88,9 +89,10 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def _finish(job: Job, returncode: int) -> None:
     """Settle the job's state from its exit code and record; write a failed record if the trial could not."""
-    from mixbench.engine import EXIT_BUSY, failed_record
+    from mixbench.engine import EXIT_BUSY, failed_record, trial_is_locked
 
-    if returncode == EXIT_BUSY:
+    # torch.distributed.run exits 1 whatever its workers' codes, so a busy DDP trial is told by its lock.
+    if returncode == EXIT_BUSY or (returncode != 0 and trial_is_locked(job.trial_dir)):
         job.state, job.note = "skipped", "running in another process"
         return
     record = read_record(job.trial_dir)
