@@ -456,6 +456,9 @@ def test_bad_hyper_parameters_are_clear():
 
 
 def test_missing_gco_names_the_extra(monkeypatch):
+    from mixbench.methods import _graphcut
+
+    _graphcut._gco_calls.cache_clear()  # forget the library bound by earlier tests; a failed import is not cached
     monkeypatch.setitem(sys.modules, "gco", None)
     monkeypatch.setitem(sys.modules, "gco.cgco", None)
     with pytest.raises(ValueError, match=r"PuzzleMix's graph cut needs gco: pip install 'mixbench\[puzzlemix\]'"):

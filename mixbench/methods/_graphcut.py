@@ -1,10 +1,11 @@
 """gco glue for PuzzleMix: many small grid-graph MRFs solved by alpha-beta swap, in integer mode, in parallel.
 
 PuzzleMix solves one graph cut per sample on its block grid. gco-wrapper (`import gco`) calls the GCO C++ library
-through ctypes, and ctypes releases the GIL for the duration of each foreign call, so the swaps of a batch run
-truly in parallel in a thread pool (measured in benchmarks/README.md; a process pool only adds pickling).
+through ctypes, and ctypes releases the GIL for the duration of each foreign call, so the graphs of a batch are
+solved truly in parallel in a persistent thread pool (measured in benchmarks/README.md: as fast as a process
+pool, without worker processes or pickling).
 
-Two things about gco-wrapper shape this module:
+Three things about gco-wrapper shape this module:
 
 * **Integer mode.** `gco.cut_grid_graph` switches to "float energy" mode as soon as one argument is a float
   array - the reference passes a float32 label-cost matrix - and then multiplies the already integer unary
@@ -17,6 +18,9 @@ Two things about gco-wrapper shape this module:
   all graphs of a batch are created first, on the calling thread under a lock; the pool then fills, solves
   and reads them (lookups only, each thread on its own graphs); then they are destroyed on the calling thread.
 
+* **Call overhead.** gco-wrapper declares its C functions with numpy `ndpointer` arguments, whose checks cost
+  more than the swap of a small grid; the same symbols of the same library are called here with addresses.
+
 The calls mirror `gco.cut_grid_graph(unary, pairwise, cost_v, cost_h, algorithm="swap")` exactly - the same
 edge order (all vertical edges, then all horizontal ones), the same `swap(-1)` (until convergence) - so given
 the same integer energy the labels are the same; tests/test_puzzlemix.py checks this against gco's own call.
@@ -24,10 +28,12 @@ the same integer energy the labels are the same; tests/test_puzzlemix.py checks 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -41,12 +47,39 @@ _pool_owner: tuple[int, int] = (0, 0)  # (pid, workers): a forked child must not
 
 
 def require_gco():
-    """gco-wrapper's ctypes library handle (`gco.cgco._cgco`), or fail saying which extra to install."""
+    """gco-wrapper's ctypes library (`gco.cgco._cgco`), or fail saying which extra to install."""
     try:
         from gco.cgco import _cgco
     except ImportError as err:
         raise ImportError(f"PuzzleMix's graph cut needs gco: {GCO_EXTRA_HINT}") from err
     return _cgco
+
+
+@cache
+def _gco_calls() -> SimpleNamespace:
+    """The C functions of gco-wrapper's library (cgco.h) with plain int/pointer arguments.
+
+    gco-wrapper declares them with numpy `ndpointer` argument types, whose per-call checks cost more than a
+    small swap; here the same symbols take raw addresses. They come from the same `CDLL`, so every call still
+    releases the GIL.
+    """
+    library = require_gco()
+
+    def c_function(name: str, *argtypes):
+        function = library[name]  # a new function object: gco-wrapper's own declarations stay untouched
+        function.argtypes, function.restype = argtypes, ctypes.c_int
+        return function
+
+    int_, address = ctypes.c_int, ctypes.c_void_p
+    return SimpleNamespace(
+        create=c_function("gcoCreateGeneralGraph", int_, int_, address),
+        destroy=c_function("gcoDestroyGraph", int_),
+        set_data_cost=c_function("gcoSetDataCost", int_, address),
+        set_all_neighbors=c_function("gcoSetAllNeighbors", int_, address, address, address, int_),
+        set_smooth_cost=c_function("gcoSetSmoothCost", int_, address),
+        swap=c_function("gcoSwap", int_, int_, address),
+        get_labels=c_function("gcoGetLabels", int_, address),
+    )
 
 
 def default_workers() -> int:
@@ -98,18 +131,17 @@ def fit_int32(unary: np.ndarray, cost_v: np.ndarray, cost_h: np.ndarray, n_label
     return unary.astype(np.intc), cost_v.astype(np.intc), cost_h.astype(np.intc)
 
 
-def _fill_and_swap(cgco, handles: list[int], sites: list[int], data: np.ndarray, weights: np.ndarray,
-                   labels: np.ndarray, edges: tuple[np.ndarray, np.ndarray], smooth: np.ndarray) -> None:
-    """Set up and solve the graphs `handles` (for samples `sites`); only looks graphs up, never inserts one."""
-    first, second = edges
-    energy = np.empty(1, dtype=np.longlong)
-    for handle, i in zip(handles, sites, strict=True):
-        h = np.intc(handle)
-        cgco.gcoSetDataCost(h, data[i])
-        cgco.gcoSetAllNeighbors(h, first, second, weights[i], np.intc(first.size))
-        cgco.gcoSetSmoothCost(h, smooth)
-        cgco.gcoSwap(h, np.intc(-1), energy)
-        cgco.gcoGetLabels(h, labels[i])
+def _fill_and_swap(gco: SimpleNamespace, jobs: list[tuple[int, int, int, int]], edges: tuple[int, int, int],
+                   smooth: int) -> None:
+    """Fill and solve graphs: jobs of (handle, data-cost, edge-weight, labels addresses). Looks graphs up only."""
+    first, second, n_edges = edges
+    energy = ctypes.c_longlong()
+    for handle, data, weights, labels in jobs:
+        gco.set_data_cost(handle, data)
+        gco.set_all_neighbors(handle, first, second, weights, n_edges)
+        gco.set_smooth_cost(handle, smooth)
+        gco.swap(handle, -1, ctypes.byref(energy))
+        gco.get_labels(handle, labels)
 
 
 def solve_grid_cuts(unary: np.ndarray, cost_v: np.ndarray, cost_h: np.ndarray, workers: int = 0) -> np.ndarray:
@@ -119,32 +151,35 @@ def solve_grid_cuts(unary: np.ndarray, cost_v: np.ndarray, cost_h: np.ndarray, w
     (between (i, j) and (i+1, j), resp. (i, j+1)); the label cost is (l - m)². `workers` threads (0: one per
     core) fill and solve the graphs; the result does not depend on it.
     """
-    cgco = require_gco()
+    gco = _gco_calls()
     n, height, width, n_labels = unary.shape
-    edges = grid_edges(height, width)
+    first, second = grid_edges(height, width)
     smooth = squared_label_cost(n_labels)
-    # One contiguous block per sample; GCO keeps pointers to the data and label costs until a graph is destroyed.
+    # Contiguous arrays that outlive the graphs: GCO keeps pointers to the data and label costs.
     data = np.ascontiguousarray(unary.reshape(n, height * width, n_labels), dtype=np.intc)
     weights = np.ascontiguousarray(
         np.concatenate([cost_v.reshape(n, -1), cost_h.reshape(n, -1)], axis=1), dtype=np.intc)
     labels = np.empty((n, height * width), dtype=np.intc)
+    edges = (first.ctypes.data, second.ctypes.data, first.size)
     workers = min(workers or default_workers(), n)
     handles: list[int] = []
     with _lock:  # graphs are created and destroyed (gco's map is written) only here, one thread at a time
         try:
-            out = np.empty(1, dtype=np.intc)
+            handle = ctypes.c_int()
             for _ in range(n):
-                cgco.gcoCreateGeneralGraph(np.intc(height * width), np.intc(n_labels), out)
-                handles.append(int(out[0]))
+                gco.create(height * width, n_labels, ctypes.byref(handle))
+                handles.append(handle.value)
+            jobs = [(handles[i], data.ctypes.data + i * data.strides[0], weights.ctypes.data + i * weights.strides[0],
+                     labels.ctypes.data + i * labels.strides[0]) for i in range(n)]
             if workers <= 1:
-                _fill_and_swap(cgco, handles, list(range(n)), data, weights, labels, edges, smooth)
+                _fill_and_swap(gco, jobs, edges, smooth.ctypes.data)
             else:
-                jobs = [_thread_pool(workers).submit(_fill_and_swap, cgco, handles[k::workers],
-                                                     list(range(n))[k::workers], data, weights, labels, edges, smooth)
-                        for k in range(workers)]
-                for job in jobs:
-                    job.result()
+                pool = _thread_pool(workers)
+                futures = [pool.submit(_fill_and_swap, gco, jobs[k::workers], edges, smooth.ctypes.data)
+                           for k in range(workers)]
+                for future in futures:
+                    future.result()
         finally:
-            for handle in handles:
-                cgco.gcoDestroyGraph(np.intc(handle))
+            for handle_id in handles:
+                gco.destroy(handle_id)
     return labels.reshape(n, height, width).astype(np.int64)

@@ -60,9 +60,10 @@ Deliberate deviations from the reference (each fixes a fault; none changes the a
 * **Randomness**: every draw comes from the trial's generator (the reference uses numpy's and torch's global
   RNGs); the adversarial random start is drawn on the CPU from a seed taken from it.
 * **mean / std** de-normalise the colours for the data-smoothness term (only std matters there: differences)
-  and for the adversarial clip. Default (None): the reference's rule, CIFAR statistics below 64 px wide,
-  ImageNet ones otherwise; mixbench normalises with each dataset's own statistics, so pass the dataset's
-  `mean`/`std` for others (required for 1-channel data such as Fashion-MNIST).
+  and for the adversarial clip. mixbench normalises with each dataset's own statistics, and a suite passes
+  them here (`mixbench.suite` fills in the dataset's mean/std when the card leaves them null). None (outside
+  a suite) is the reference's rule: CIFAR statistics below 64 px wide, ImageNet ones otherwise; 1-channel
+  data such as Fashion-MNIST needs them given.
 """
 
 from __future__ import annotations
