@@ -580,9 +580,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     config = yaml.safe_load((args.trial_dir / "config.yaml").read_text())
+    finished = False
     try:
         dist.init_from_env()
         run_trial(config, args.trial_dir, stop_after_epoch=args.stop_after_epoch)
+        finished = True
     except Interrupted:
         return 130
     except TrialBusy as err:
@@ -592,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     finally:
-        dist.shutdown()
+        dist.shutdown(finished)
     return 0
 
 

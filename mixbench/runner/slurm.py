@@ -135,17 +135,20 @@ class SlurmTrial:
         config = yaml.safe_load((path / "config.yaml").read_text())
         preemption = PreemptionSignal()
         preemption.install()
+        finished = False
         try:
             dist.init_from_env()
-            return run_trial(config, path, stop_requested=preemption.requested).status
+            status = run_trial(config, path, stop_requested=preemption.requested).status
+            finished = True
+            return status
         except TrialBusy as err:
             return f"skipped: {err}"
         except Preempted:
-            dist.shutdown()
+            dist.shutdown(finished=True)  # every process stopped at the same step (Trial.preempt)
             preemption.hand_over()  # rank 0: checkpoint() and requeue, then exits; the other ranks return
             return "preempted"
         finally:
-            dist.shutdown()
+            dist.shutdown(finished)
             preemption.uninstall()
 
     def checkpoint(self, trial_dir: str):
