@@ -24,6 +24,7 @@ its first draw.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from mixbench.methods.base import InputMixer, Method, MixedBatch
 
 DISPLAY_BACKBONE = "resnet18_cifar"  # the small random network model-aware methods get
+TITLE_WIDTH = 90  # characters per title line: what fits the 8-inch-wide figure at the default font size
 DRAWS = 20
 
 
@@ -126,14 +128,18 @@ def show_method(
         from mixbench.models import create_backbone
 
         torch.manual_seed(seed)  # the random network is part of what the seed fixes
-        network = create_backbone(backbone, num_classes=info.num_classes, image_size=size, in_chans=info.in_chans)
+        # Not timm's zero-initialised residual branches: through the shortcuts alone a random ResNet's input
+        # gradient lives on a stride-8 lattice, and PuzzleMix's transport leaves the blocks with no saliency empty.
+        options = {"zero_init_last": False} if "resnet" in backbone or "resnext" in backbone else {}
+        network = create_backbone(backbone, num_classes=info.num_classes, image_size=size, in_chans=info.in_chans,
+                                  **options)
         method.setup(network, info.num_classes)
         network.train()
     gen = torch.Generator().manual_seed(seed)
     mixed = first_mixing_draw(method, x, labels, gen, network)
     # The hyper-parameters in the title explain the picture: CIFAR-family cards draw λ ~ Beta(0.2, 0.2) for
     # CutMix, so a λ near 0 or 1 is the typical draw, not a fault.
-    settings = ", ".join(f"{k}={v}" for k, v in method.hparams().items())
+    settings = textwrap.fill(", ".join(f"{k}={v}" for k, v in method.hparams().items()), TITLE_WIDTH)
     title = (f"{name} on {dataset}, seed {seed}\n{settings}"
              + (f"\nmix made with a randomly initialised {backbone}" if network is not None else ""))
     return gallery_figure(x, labels, mixed, classes, info.mean, info.std, title)
