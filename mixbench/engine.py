@@ -222,7 +222,10 @@ class Trial:
         self.backbone = create_backbone(config.backbone.name, num_classes=self.info.num_classes,
                                         image_size=self.image_size, in_chans=self.info.in_chans,
                                         **config.backbone.kwargs).to(self.device)
-        if self.device.type == "cuda" and recipe.channels_last:
+        # One memory format for every method, on every device: with the weights' layout fixed, a convolution's
+        # output layout no longer depends on the input's strides, which mixing changes (a 1-channel batch is
+        # ambiguous: vanilla's ran channels_last and Mixup's NCHW, a 1.3x CPU time gap that was pure layout).
+        if recipe.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.method = create_method(config.method, **config.hparams)
         self.method.setup(self.backbone, self.info.num_classes)
@@ -319,7 +322,7 @@ class Trial:
             lr = set_lr(self.optimizer, self.step, recipe.schedule, self.steps_per_epoch, self.total_steps)
             self.method.set_progress(self.step, self.total_steps)
             x = self.train_augment(images.to(self.device, non_blocking=True), self.augment_generator())
-            if self.device.type == "cuda" and recipe.channels_last:
+            if recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device, non_blocking=True)
             with self.grad_sync.step():
