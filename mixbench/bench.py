@@ -37,8 +37,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from mixbench.methods import InputMixer, Method, create_method, list_methods
-from mixbench.methods.cards import card_defaults
+from mixbench.methods import InputMixer, Method, list_methods
+from mixbench.methods.cards import create_with_card
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,6 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     _sync(device)
     return (time.perf_counter() - start) * 1e3
-
-
-def build_method(name: str, family: str) -> Method:
-    """The method with its card's defaults for `family` (a method without a card: its own defaults)."""
-    return create_method(name, **card_defaults(name, family))
 
 
 class StepRunner:
@@ -169,7 +164,7 @@ def bench_size(size: BenchSize, names: list[str], repeats: int, warmup: int, dev
     for name in names:
         result = results[name] = MethodResult(name)
         try:
-            method = build_method(name, size.family)
+            method = create_with_card(name, size.family)
             result.hparams = method.hparams()
             method.check_input((size.image, size.image), size.backbone)
             runners[name] = StepRunner(method, copy.deepcopy(base), size, x, y)
@@ -218,7 +213,7 @@ def puzzlemix_grid_times(size: BenchSize, repeats: int, device: torch.device
                          ) -> dict[int, tuple[float, float]] | None:
     """(median, min) PuzzleMix mixing ms per fixed grid (the reference's table lists them one by one)."""
     try:
-        method = build_method("puzzlemix", size.family)
+        method = create_with_card("puzzlemix", size.family)
         method.check_input((size.image, size.image), size.backbone)
     except (ImportError, ValueError):
         return None

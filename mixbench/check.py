@@ -267,7 +267,7 @@ def placeholder_roots(suite: Suite, given: dict[str, str]) -> dict[str, str]:
     import tempfile
 
     from mixbench.data import dataset_info
-    from mixbench.suite import data_root_from_env
+    from mixbench.suite import resolve_root
 
     stand_in = tempfile.gettempdir()
     out = {}
@@ -278,7 +278,7 @@ def placeholder_roots(suite: Suite, given: dict[str, str]) -> dict[str, str]:
             continue  # expand reports the unknown name
         if not needs_root(ds.name):
             continue
-        root = given.get(ds.name) or data_root_from_env(ds.name) or ds.root or info.default_root
+        root = resolve_root(ds, given, info.default_root)
         if root is None or not Path(root).expanduser().exists():
             out[ds.name] = stand_in
     return out

@@ -240,6 +240,14 @@ def cmd_bench(args) -> int:
     return bench_main(args.bench_args)
 
 
+def _add_submitted_trials(parser: argparse.ArgumentParser) -> None:
+    """The arguments that name a suite's trials as they were submitted (status, cancel)."""
+    parser.add_argument("suite")
+    parser.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
+    parser.add_argument("--results", help="results folder (default: the suite's results_dir)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,17 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="each trial's state: done, failed, queued, running (records + Slurm)")
-    status.add_argument("suite")
-    status.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
-    status.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
-    status.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    _add_submitted_trials(status)
     status.set_defaults(func=cmd_status)
 
     cancel = sub.add_parser("cancel", help="cancel the suite's queued and running Slurm jobs")
-    cancel.add_argument("suite")
-    cancel.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
-    cancel.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
-    cancel.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    _add_submitted_trials(cancel)
     cancel.set_defaults(func=cmd_cancel)
 
     check = sub.add_parser("check", help="validate a suite before running it")

@@ -101,20 +101,20 @@ def unwrap(model: nn.Module) -> nn.Module:
 # ---- reductions ----------------------------------------------------------------------------------------
 
 
-def sum_floats(values: list[float], device: torch.device) -> list[float]:
+def _reduce_floats(values: list[float], device: torch.device, op: tdist.ReduceOp) -> list[float]:
     if not is_initialized():
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    tdist.all_reduce(t)
+    tdist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def sum_floats(values: list[float], device: torch.device) -> list[float]:
+    return _reduce_floats(values, device, tdist.ReduceOp.SUM)
 
 
 def max_floats(values: list[float], device: torch.device) -> list[float]:
-    if not is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return t.tolist()
+    return _reduce_floats(values, device, tdist.ReduceOp.MAX)
 
 
 def mean_dict(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -231,8 +231,7 @@ class Trial:
         self.method.setup(self.backbone, self.info.num_classes)
         self.method.to(self.device)
         dist.broadcast_state(self.method)  # DDP broadcasts the backbone; the method's own weights start equal too
-        # recipe.sync_bn, once suite.Recipe declares it (`sync_bn: bool = False`); until then always off.
-        self.sync_bn = bool(getattr(recipe, "sync_bn", False)) and self.world > 1
+        self.sync_bn = recipe.sync_bn and self.world > 1  # one process has no other statistics to sync
         try:
             self.model = dist.wrap(self.backbone, self.device, sync_bn=self.sync_bn)  # DDP when world > 1
         except ValueError as err:

@@ -44,15 +44,6 @@ class GalleryUnsupported(ValueError):
     """The method offers no way to show its mixed samples."""
 
 
-def build_method(name: str, family: str, hparams: dict[str, Any] | None = None) -> Method:
-    """The method with its card's defaults for the dataset family, then `hparams`, as a suite would build it."""
-    from mixbench.methods.cards import card_defaults
-    from mixbench.methods.registry import create_method, get_method_class
-
-    cls = get_method_class(name)
-    return create_method(name, **{**card_defaults(cls.name or name, family), **(hparams or {})})
-
-
 def can_show(method: Method) -> bool:
     return isinstance(method, InputMixer) or callable(getattr(method, "mix_for_display", None))
 
@@ -115,10 +106,11 @@ def show_method(
 ) -> Figure:
     """The gallery figure of method `name` on `n` images of `dataset`, for `seed`."""
     from mixbench.data import dataset_info, device_augment
+    from mixbench.methods.cards import create_with_card
 
     info = dataset_info(dataset)
     size = image_size or info.image_size
-    method = build_method(name, info.family, hparams)
+    method = create_with_card(name, info.family, **(hparams or {}))
     if not can_show(method):
         raise unsupported(method)  # before any data is read
     images, labels, classes = sample_batch(dataset, data_root, n, seed, size)

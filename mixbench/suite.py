@@ -268,6 +268,12 @@ def data_root_from_env(dataset: str) -> str | None:
     return os.environ.get(f"MIXBENCH_DATA_{dataset.upper()}")
 
 
+def resolve_root(ds: DatasetConfig, data_roots: dict[str, str], default_root: str | None) -> str | None:
+    """Where a dataset's files are: --data-root, then MIXBENCH_DATA_<NAME>, then the suite's root:, then the
+    dataset's usual place."""
+    return data_roots.get(ds.name) or data_root_from_env(ds.name) or ds.root or default_root
+
+
 def expand(
     suite: Suite, path: str | Path = "<suite>", data_roots: dict[str, str] | None = None
 ) -> list[TrialConfig]:
@@ -291,7 +297,7 @@ def expand(
         except ValueError as err:
             fail(f"datasets[{i}].name", str(err))
             continue
-        root = data_roots.get(ds.name) or data_root_from_env(ds.name) or ds.root or info.default_root
+        root = resolve_root(ds, data_roots, info.default_root)
         if info.default_root is None and root is None and not info.in_memory:
             fail(f"datasets[{i}].root", f"{ds.name} needs a data root; set root:, --data-root {ds.name}=PATH "
                  f"or MIXBENCH_DATA_{ds.name.upper()}")

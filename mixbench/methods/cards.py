@@ -41,3 +41,11 @@ def card_defaults(name: str, family: str) -> dict[str, Any]:
     if family not in FAMILIES:
         raise ValueError(f"unknown dataset family {family!r}; families are {', '.join(FAMILIES)}")
     return {**(card.get("defaults") or {}), **((card.get("families") or {}).get(family) or {})}
+
+
+def create_with_card(name: str, family: str, **hparams: Any):
+    """The method `name` (registered or `module:Class`) with its card's defaults for `family`, then `hparams`."""
+    from mixbench.methods.registry import create_method, get_method_class
+
+    cls = get_method_class(name)
+    return create_method(name, **{**card_defaults(cls.name or name, family), **hparams})

@@ -328,13 +328,14 @@ def submit(jobs: list[Job], suite_dir: Path, options: SlurmOptions) -> list[Job]
     from mixbench.engine import trial_is_locked
 
     queued = [j for j in jobs if j.state == "queued"]
-    live = active_jobs() if any(Submission.read(j.trial_dir) for j in queued) else {}
+    stored = {j.trial_dir: Submission.read(j.trial_dir) for j in queued}
+    live = active_jobs() if any(stored.values()) else {}
     todo = []
     for job in queued:
-        stored = Submission.read(job.trial_dir)
-        state = live.get(stored.job_id) if stored else None
+        submission = stored[job.trial_dir]
+        state = live.get(submission.job_id) if submission else None
         if state is not None:
-            job.state, job.note = "skipped", f"{state.summary} as job {stored.job_id}"
+            job.state, job.note = "skipped", f"{state.summary} as job {submission.job_id}"
         elif trial_is_locked(job.trial_dir):
             job.state, job.note = "skipped", "running in another process"
         else:
