@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trial_configs import synthetic_trial
 
 from mixbench.cli import main as mixbench
 from mixbench.data.fixtures import write_tiny_imagenet
@@ -24,13 +25,7 @@ ONE_THREAD = {"MIXBENCH_THREADS": "1", "OMP_NUM_THREADS": "1"}  # CPU float redu
 
 
 def trial(method: str = "vanilla", epochs: int = 1, **changes) -> TrialConfig:
-    base = {
-        "suite": "ddp", "dataset": {"name": "synthetic", "limit_per_class": 4, "val_limit_per_class": 2},
-        "backbone": {"name": "test_resnet"}, "method": method, "method_label": method, "method_version": 1,
-        "hparams": {}, "seed": 5, "recipe": {"epochs": epochs, "batch_size": 8, "num_workers": 0},
-    }
-    base.update(changes)
-    return TrialConfig.model_validate(base)
+    return synthetic_trial("ddp", method, epochs, seed=5, **changes)
 
 
 def run_processes(trial_dir: Path, config: TrialConfig, nprocs: int, *extra: str) -> subprocess.CompletedProcess:

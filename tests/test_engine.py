@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trial_configs import synthetic_trial
 
 from mixbench.engine import TrialFailed, run_trial
 from mixbench.optim import lr_at
@@ -22,20 +23,9 @@ HELPERS = Path(__file__).parent / "helpers"
 
 
 def config(method: str = "mixup", epochs: int = 2, **changes) -> TrialConfig:
-    base = {
-        "suite": "test",
-        "dataset": {"name": "synthetic", "limit_per_class": 12, "val_limit_per_class": 6},
-        "backbone": {"name": "resnet_tiny_cifar"},
-        "method": method,
-        "method_label": method,
-        "method_version": 1,
-        "hparams": {},
-        "seed": 3,
-        "recipe": {"epochs": epochs, "batch_size": 16, "num_workers": 0,
-                   "schedule": {"name": "cosine", "warmup_epochs": 0.5}},
-    }
-    base.update(changes)
-    return TrialConfig.model_validate(base)
+    recipe = {"batch_size": 16, "schedule": {"name": "cosine", "warmup_epochs": 0.5}}
+    return synthetic_trial("test", method, epochs, seed=3, backbone="resnet_tiny_cifar", per_class=12,
+                           val_per_class=6, base_recipe=recipe, **changes)
 
 
 def weights(trial_dir: Path) -> dict[str, torch.Tensor]:

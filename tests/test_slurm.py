@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from trial_configs import synthetic_trial
 
 from mixbench.cli import main as mixbench
 from mixbench.engine import Preempted, run_trial
@@ -27,13 +28,7 @@ TIMING = {"train_seconds", "images_per_sec", "epoch_seconds", "peak_memory_mb"}
 
 
 def trial(method: str = "mixup", epochs: int = 2, **changes) -> TrialConfig:
-    base = {
-        "suite": "slurm", "dataset": {"name": "synthetic", "limit_per_class": 4, "val_limit_per_class": 2},
-        "backbone": {"name": "test_resnet"}, "method": method, "method_label": method, "method_version": 1,
-        "hparams": {}, "seed": 2, "recipe": {"epochs": epochs, "batch_size": 8, "num_workers": 0},
-    }
-    base.update(changes)
-    return TrialConfig.model_validate(base)
+    return synthetic_trial("slurm", method, epochs, seed=2, **changes)
 
 
 def assert_same_training(a: Path, b: Path) -> None:
