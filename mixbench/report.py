@@ -50,6 +50,7 @@ from mixbench.claims import (
 from mixbench.results import (
     TrialRecord,
     atomic_write_text,
+    label_variants,
     pending_record,
     read_metrics,
     read_record,
@@ -75,21 +76,26 @@ class TrialResult:
 
 
 def load_results(results: Path) -> list[TrialResult]:
-    """Every trial below `results`. No record yet: pending. An unreadable record: failed, with the reason."""
+    """Every trial below `results`. No record yet: pending. An unreadable record: failed, with the reason.
+
+    Each record's `method_label` is its variant label (`results.variant_labels`): two configurations of one
+    method are two rows of every table, never pooled as if they were seeds.
+    """
     import yaml
 
-    trials = []
+    loaded = []
     for trial_dir in trial_dirs(results):
         try:
             record = read_record(trial_dir)
         except (ValueError, ValidationError) as err:  # a record written by another version, or damaged
             config = yaml.safe_load((trial_dir / "config.yaml").read_text())
             record = pending_record(config).model_copy(
-                update={"status": "failed", "reason": f"unreadable record.json: {err}".splitlines()[0]})
+                update={"status": "failed", "reason": str(err).splitlines()[0]})
         if record is None:
             record = pending_record(yaml.safe_load((trial_dir / "config.yaml").read_text()))
-        trials.append(TrialResult(record, read_metrics(trial_dir), trial_dir))
-    return trials
+        loaded.append((record, read_metrics(trial_dir), trial_dir))
+    records = label_variants([record for record, _, _ in loaded])
+    return [TrialResult(record, history, path) for record, (_, history, path) in zip(records, loaded, strict=True)]
 
 
 def method_rank(method: str, label: str) -> tuple[int, str]:
@@ -662,7 +668,7 @@ def readme(
     if command or rerun:
         lines += ["To regenerate:", "", "```sh", *rerun, *([command] if command else []), "```", ""]
     lines += _environment(records)
-    lines += _pooling_warning(trials)
+    lines += _variants_note(trials)
 
     def section(title: str, key: str, plot: str | None = None, intro: str = "") -> None:
         shown = [t for t in tables[key] if t.rows]
@@ -714,32 +720,15 @@ def _statistics_note(window: Window) -> str:
             f"`metrics.jsonl`, with \"median of the last N\" taken as {claims_window}.")
 
 
-def pooled_differences(trials: Sequence[TrialResult]) -> dict[tuple, list[str]]:
-    """Table cells (dataset, epochs, backbone, method) whose trials differ in more than the seed and where the
-    data lives (two suites, or a --set edit, under one results folder): the config keys that differ."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for t in trials:
-        r = t.record
-        config = _flatten("config", {k: v for k, v in r.config.items() if k not in ("seed", "suite", "resources")})
-        config.pop("config.dataset.root", None)
-        groups.setdefault((r.dataset, r.epochs, r.backbone, r.method_label), []).append(config)
-    differences = {}
-    for key, configs in groups.items():
-        keys = sorted({k for c in configs for k in c if any(c.get(k) != other.get(k) for other in configs)})
-        if keys:
-            differences[key] = [k.removeprefix("config.") for k in keys]
-    return differences
-
-
-def _pooling_warning(trials: Sequence[TrialResult]) -> list[str]:
-    differences = pooled_differences(trials)
-    if not differences:
+def _variants_note(trials: Sequence[TrialResult]) -> list[str]:
+    """Name the rows that one method label was split into (see `load_results`), so no reader takes them for one."""
+    split = sorted({t.record.method_label for t in trials
+                    if t.record.method_label != t.record.config.get("method_label", t.record.method_label)})
+    if not split:
         return []
-    lines = ["**Warning**: these cells pool trials whose settings differ in more than the seed; their means mix "
-             "recipes (report each setting from its own results folder to separate them):", ""]
-    for (dataset, epochs, backbone, method), keys in sorted(differences.items()):
-        lines.append(f"- {dataset}, {epochs} ep, {backbone}, {method}: {', '.join(keys)}")
-    return [*lines, ""]
+    return ["**Several settings of one method**: trials that differ in more than the seed are separate rows, "
+            "labelled by what differs (never pooled as seeds): " + "; ".join(f"`{label}`" for label in split) + ".",
+            ""]
 
 
 def _environment(records: Sequence[TrialRecord]) -> list[str]:
