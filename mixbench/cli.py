@@ -116,6 +116,9 @@ def cmd_run(args) -> int:
         console.print(summary(estimates, queued), highlight=False, soft_wrap=True)
         console.print(assumptions(), highlight=False, soft_wrap=True)
         return 0 if report.ok else 2
+    if args.threads is not None and args.threads < 1:
+        raise SuiteError(f"--threads {args.threads}: a trial needs at least one thread; fix: --threads 1 or more, "
+                         f"or leave it out")
     check_writable(results)
     if args.executor == "slurm":
         return _submit_to_slurm(args, suite, jobs, results)
