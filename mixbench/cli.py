@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
     todo = sum(j.state == "queued" for j in jobs)
     console.print(f"[bold]{suite.name}[/]: {len(jobs)} trials, {todo} to run, results in {results}")
     if args.dry_run:
-        from mixbench.cost import assumptions, estimate, group, rich_table, summary
+        from mixbench.cost import assumptions, cpu_lines, estimate, group, rich_table, summary
 
         console.print(jobs_table(jobs, title=f"{suite.name} (dry run)"))
         estimates = estimate(trials, results.parent, report.counts)
@@ -115,6 +115,11 @@ def cmd_run(args) -> int:
         queued = {j.config.trial_id for j in jobs if j.state == "queued"}
         console.print(summary(estimates, queued), highlight=False, soft_wrap=True)
         console.print(assumptions(), highlight=False, soft_wrap=True)
+        from mixbench.runner.local import visible_gpus
+
+        if not visible_gpus():
+            for line in cpu_lines(estimates, results.parent, queued):
+                console.print(line, highlight=False, soft_wrap=True)
         return 0 if report.ok else 2
     if args.threads is not None and args.threads < 1:
         raise SuiteError(f"--threads {args.threads}: a trial needs at least one thread; fix: --threads 1 or more, "

@@ -55,6 +55,7 @@ from mixbench.results import (
     read_metrics,
     read_record,
     trial_dirs,
+    under_contention,
 )
 
 DASH = "–"
@@ -212,6 +213,11 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
 GROUP = ("dataset", "epochs", "backbone", "method")
 ACCURACY_STATS = ("top1_median_last_n", "top1_best", "top1")
 COST_STATS = ("time_per_epoch_s", "images_per_sec", "peak_memory_mb")
+CONTENDED = "†"  # in the cost table: measured under contention
+CONTENDED_NOTE = (f"{CONTENDED}: at least one of the trials behind the figure was measured under contention (the "
+                  f"machine's load average above its cores, recorded at the start and end of training): other work "
+                  f"competed for the cores, so its time is inflated and its ratios to vanilla are not to be trusted; "
+                  f"measure costs on a quiet machine (`mixbench run --threads N`, see the README)")
 
 
 def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
@@ -235,6 +241,7 @@ def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
             row[f"{stat}_mean"], row[f"{stat}_std"] = mean_and_std(getattr(r, stat) for r in done)
         for stat in COST_STATS:
             row[stat] = mean_and_std(getattr(r, stat) for r in records)[0]
+        row["contended"] = sum(under_contention(r) for r in records if r.time_per_epoch_s is not None)
         row["time_total_s"] = mean_and_std(r.time_total_s for r in done)[0]
         rows.append(row)
     rows.sort(key=lambda row: (row["dataset"], row["epochs"], row["backbone"],
@@ -410,20 +417,25 @@ def cost_table(summary: pd.DataFrame) -> Table:
     )
     if summary.empty:
         return table
-    pooled = (summary.groupby(["dataset", "backbone", "method", "method_name"], sort=False)[list(COST_STATS)]
-              .mean().reset_index())
+    pooled = (summary.assign(contended=summary.get("contended", 0))
+              .groupby(["dataset", "backbone", "method", "method_name"], sort=False)
+              .agg({**{stat: "mean" for stat in COST_STATS}, "contended": "sum"}).reset_index())
     pooled = pooled.sort_values(["dataset", "backbone"], kind="stable")
     for (_, _), block in pooled.groupby(["dataset", "backbone"], sort=False):
         vanilla = block[block["method_name"] == "vanilla"]
         base = vanilla.iloc[0] if not vanilla.empty else None
         ordered = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method))
         for row in ordered:
-            cells = [row.dataset, row.backbone, row.method]
+            # † marks figures (or their vanilla baseline) measured while the machine ran more than its cores' worth.
+            marked = row.contended or (base is not None and base["contended"])
+            cells = [row.dataset, row.backbone, row.method + (f" {CONTENDED}" if marked else "")]
             for stat, digits in (("time_per_epoch_s", 2), ("images_per_sec", 1), ("peak_memory_mb", 0)):
                 value = getattr(row, stat)
                 ratio = value / base[stat] if base is not None and base[stat] else math.nan
                 cells += [fmt(value, digits), DASH if not math.isfinite(ratio) else f"{ratio:.2f}"]
             table.rows.append(cells)
+    if (pooled["contended"] > 0).any():
+        table.caption += " " + CONTENDED_NOTE
     return table
 
 

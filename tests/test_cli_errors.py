@@ -196,3 +196,32 @@ def test_the_full_report_hint_names_the_results_folder_shell_quoted_and_works(su
     report = run_cli(*command[1:], cwd=tmp_path)
     assert report.returncode == 0, report.stdout + report.stderr
     assert (results / "errs" / "report" / "README.md").is_file()
+
+
+# ---- dry run without a GPU ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what a machine without a GPU prints")
+def test_a_dry_run_without_a_gpu_says_its_figures_are_gpu_estimates_and_adds_a_cpu_one(suite, tmp_path, capsys):
+    from mixbench.results import TrialRecord, write_config, write_record
+    from mixbench.suite import expand, load_suite
+
+    suite.write_text(suite.read_text() + "seeds: [0, 1]\n")
+    results = tmp_path / "r"
+    assert main(["run", str(suite), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "no GPU on this machine: the GPU-hours above are estimates for one A100-SXM4" in out
+    assert "CPU estimate: no CPU record of these settings yet" in out
+
+    measured = expand(load_suite(suite))[0]  # seed 0 ran on this CPU at 10 images/s
+    trial_dir = results / "errs" / measured.dirname
+    write_config(trial_dir, measured.model_dump(mode="json"))
+    write_record(trial_dir, TrialRecord(
+        trial_id=measured.trial_id, suite="errs", dataset="synthetic", backbone="test_resnet", method="vanilla",
+        method_label="vanilla", method_version=1, hparams={}, seed=0, status="done", epochs=1, epochs_done=1,
+        images_per_sec=10.0, device="cpu", config=measured.model_dump(mode="json")))
+    assert main(["run", str(suite), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    # seed 1 is left: 2 images per class × 10 classes × 1 epoch at 10 images/s
+    assert ("CPU estimate: 2 s of training for 1 of the 1 trials to run, at the images/s earlier CPU records of the "
+            "same settings measured (evaluation not included)") in out

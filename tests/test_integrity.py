@@ -198,3 +198,28 @@ def test_the_cifar_reader_still_reads_arrays_lists_and_strings_at_any_protocol(t
                      "filenames": [b"a.png", b"b.png"]}, f, protocol=protocol)
     val = load_split("cifar10", folder, "val")
     assert val.labels.tolist() == [1, 0] and torch.equal(val.images.reshape(2, -1), torch.from_numpy(images))
+
+
+# ---- the report's cost table --------------------------------------------------------------------------------
+
+
+def test_the_cost_table_marks_figures_measured_under_contention_and_says_why(tmp_path):
+    from test_report import write_trial
+
+    from mixbench.report import CONTENDED_NOTE, write_report
+    from mixbench.results import write_record
+
+    for method in ("vanilla", "mixup", "cutmix"):
+        write_trial(tmp_path, method, 0, [50.0, 60.0])
+    report = write_report(tmp_path, tmp_path / "quiet")
+    [cost] = report.tables["cost"]
+    assert [row[2] for row in cost.rows] == ["vanilla", "mixup", "cutmix"] and CONTENDED_NOTE not in cost.caption
+
+    for trial_dir in tmp_path.glob("demo/*-mixup-*"):  # mixup measured while 6 processes wanted 4 cores
+        record = read_record(trial_dir)
+        write_record(trial_dir, record.model_copy(update={"cpu_count": 4, "load_avg_start": 2.0,
+                                                          "load_avg_end": 6.0}))
+    report = write_report(tmp_path, tmp_path / "busy")
+    [cost] = report.tables["cost"]
+    assert [row[2] for row in cost.rows] == ["vanilla", "mixup †", "cutmix"]
+    assert CONTENDED_NOTE in cost.caption and CONTENDED_NOTE in (tmp_path / "busy" / "README.md").read_text()
