@@ -325,7 +325,13 @@ def _add_submitted_trials(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixbench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mixbench",
+        description="Benchmark mixup data augmentation: run a suite of dataset × backbone × method × seed trials "
+                    "on this machine's GPUs (or CPU) or on Slurm, then report accuracy beside the published claims, "
+                    "and cost.",
+        epilog="Start with: mixbench run suites/smoke.yaml (a minute or two on a CPU). Each command has its own "
+               "--help, e.g. mixbench run --help.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite: every dataset × backbone × method × seed trial")
