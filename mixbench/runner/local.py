@@ -108,6 +108,8 @@ def _finish(job: Job, returncode: int) -> None:
     record, _ = try_read_record(job.trial_dir)
     if returncode == 0 and record is not None and record.status == "done":
         job.state = "done"
+        if job.note.startswith("repairing"):
+            job.note = "repaired from its checkpoint"
         return
     if record is not None and record.status == "interrupted" and returncode in (130, -signal.SIGTERM):
         job.state, job.note = "interrupted", "resumes on the next run"
