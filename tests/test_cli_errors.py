@@ -225,3 +225,26 @@ def test_a_dry_run_without_a_gpu_says_its_figures_are_gpu_estimates_and_adds_a_c
     # seed 1 is left: 2 images per class × 10 classes × 1 epoch at 10 images/s
     assert ("CPU estimate: 2 s of training for 1 of the 1 trials to run, at the images/s earlier CPU records of the "
             "same settings measured (evaluation not included)") in out
+
+
+# ---- damaged files at the command line -------------------------------------------------------------------------
+
+
+def test_status_shows_a_damaged_record_as_one_line_and_report_names_a_damaged_metrics_file(suite, tmp_path, capsys):
+    from mixbench.results import write_config, write_metrics
+    from mixbench.suite import expand, load_suite
+
+    trial = expand(load_suite(suite))[0]
+    trial_dir = tmp_path / "r" / "errs" / trial.dirname
+    write_config(trial_dir, trial.model_dump(mode="json"))
+    (trial_dir / "record.json").write_text('{"trial_id": "x", "status": ')
+    assert main(["status", str(suite), "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "Traceback" not in out and "damaged" in out and "errs: 1 trials: 1 damaged" in out
+
+    (trial_dir / "record.json").unlink()
+    write_metrics(trial_dir, [{"epoch": 1, "top1": 50.0}])
+    with open(trial_dir / "metrics.jsonl", "a") as f:
+        f.write("\x00\x00 torn")
+    assert main(["report", str(tmp_path / "r" / "errs"), "--out", str(tmp_path / "rep")]) == 2
+    assert one_error_line(capsys).startswith(f"error: {trial_dir}/metrics.jsonl: line 2 is not JSON (")
