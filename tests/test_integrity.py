@@ -223,3 +223,12 @@ def test_the_cost_table_marks_figures_measured_under_contention_and_says_why(tmp
     [cost] = report.tables["cost"]
     assert [row[2] for row in cost.rows] == ["vanilla", "mixup †", "cutmix"]
     assert CONTENDED_NOTE in cost.caption and CONTENDED_NOTE in (tmp_path / "busy" / "README.md").read_text()
+
+
+def test_results_files_get_the_permissions_of_an_ordinary_file_not_a_private_one(tmp_path):
+    from mixbench.results import atomic_write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic_write_text(tmp_path / "record.json", "{}")
+    assert (tmp_path / "record.json").stat().st_mode & 0o777 == 0o666 & ~mask  # readable by the group, as open()'s
