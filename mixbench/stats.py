@@ -104,6 +104,14 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval |
     return Interval(float(low), float(high), "t")
 
 
+def t_interval_from(mean: float, std: float | None, n: int, confidence: float = CONFIDENCE) -> Interval | None:
+    """The Student-t interval from a mean, a sample std and n (what a claim's comparison keeps)."""
+    if n < 2 or std is None or not math.isfinite(std):
+        return None
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * std / math.sqrt(n))
+    return Interval(mean - half, mean + half, "t")
+
+
 def mean_interval(values: Sequence[float | None]) -> Interval | None:
     """95 % Student-t interval of the mean over seeds (one cell of a table); None ("n/a") with one seed."""
     return t_interval(finite(values))
@@ -196,11 +204,10 @@ class Paired:
     def n(self) -> int:
         return len(self.seeds)
 
-    @property
-    def note(self) -> str:
+    def unpaired_note(self, method: str = "the method", baseline: str = "the baseline") -> str:
         """Which seeds could not be paired, e.g. "seed 3 only for the baseline"; empty when all paired."""
         parts = []
-        for seeds, whom in ((self.only_method, "the method"), (self.only_baseline, "the baseline")):
+        for seeds, whom in ((self.only_method, method), (self.only_baseline, baseline)):
             if seeds:
                 parts.append(f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} only for {whom}")
         return "; ".join(parts)
@@ -247,6 +254,15 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+def seeds_needed(comparisons: int = 1, alpha: float = ALPHA) -> int:
+    """The fewest paired seeds with which the exact test can declare a difference after Holm over
+    `comparisons` methods: the smallest n with comparisons · 2/2ⁿ < alpha (6 for one method, 8 for five)."""
+    n = 1
+    while comparisons * min_p_value(n) >= alpha:
+        n += 1
+    return n
 
 
 def verdict(mean: float, p_adjusted: float, n: int, alpha: float = ALPHA) -> Verdict:
@@ -376,7 +392,7 @@ def average_ranks(means: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
 def claim_tolerance(std: float | None, n: int) -> float:
     """How far a published number may be from the measured mean and count as reproduced: the half-width of
     the mean's 95 % t-interval; with 1–2 seeds at least `MIN_TOLERANCE_POINTS` (1 seed: only that)."""
-    if n < 2 or std is None or not math.isfinite(std):
+    interval = t_interval_from(0.0, std, n)
+    if interval is None:
         return MIN_TOLERANCE_POINTS
-    half = float(stats.t.ppf(1 - (1 - CONFIDENCE) / 2, n - 1) * std / math.sqrt(n))
-    return max(half, MIN_TOLERANCE_POINTS) if n <= 2 else half
+    return max(interval.high, MIN_TOLERANCE_POINTS) if n <= 2 else interval.high

@@ -60,6 +60,9 @@ def test_sign_flip_p_value_equals_brute_force_enumeration(seed):
 def test_smallest_attainable_p_values():
     assert [stats.min_p_value(n) for n in (1, 3, 5, 6, 8)] == [1.0, 0.25, 0.0625, 0.03125, 0.0078125]
     assert stats.min_p_value(5) > stats.ALPHA > stats.min_p_value(6)  # 5 seeds can never reach p < 0.05
+    # After Holm over k methods the most significant p is at least k · 2/2ⁿ.
+    assert [stats.seeds_needed(k) for k in (1, 2, 3, 5, 6)] == [6, 7, 7, 8, 8]
+    assert 5 * stats.min_p_value(7) > stats.ALPHA > 5 * stats.min_p_value(8)
 
 
 # ---- intervals -------------------------------------------------------------------------------------------
@@ -121,8 +124,9 @@ def test_only_the_seeds_both_methods_have_are_paired():
     result = stats.paired_comparison({0: 81.0, 1: 82.0, 2: 80.5, 4: 79.0}, {0: 80.0, 1: 80.5, 2: 80.0, 3: 81.0})
     assert result.seeds == (0, 1, 2) and result.only_method == (4,) and result.only_baseline == (3,)
     assert result.mean == pytest.approx((1.0 + 1.5 + 0.5) / 3)
-    assert result.note == "seed 4 only for the method; seed 3 only for the baseline"
-    assert stats.paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).note == ""
+    assert result.unpaired_note() == "seed 4 only for the method; seed 3 only for the baseline"
+    assert result.unpaired_note("mixup", "vanilla") == "seed 4 only for mixup; seed 3 only for vanilla"
+    assert stats.paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).unpaired_note() == ""
 
 
 def test_nan_accuracy_from_a_failed_trial_unpairs_its_seed():
@@ -243,3 +247,11 @@ def test_claim_tolerance():
     interval = stats.mean_interval(list(three))
     assert stats.claim_tolerance(float(np.std(three, ddof=1)), 3) == pytest.approx(interval.half_width)
     assert stats.claim_tolerance(0.01, 3) < stats.MIN_TOLERANCE_POINTS  # from 3 seeds the interval alone
+
+
+def test_interval_from_summary_statistics_is_the_same_t_interval():
+    values = [94.0, 95.0, 93.0, 96.5]
+    direct = stats.mean_interval(values)
+    from_summary = stats.t_interval_from(float(np.mean(values)), float(np.std(values, ddof=1)), 4)
+    assert (from_summary.low, from_summary.high) == pytest.approx((direct.low, direct.high))
+    assert stats.t_interval_from(95.0, None, 1) is None
