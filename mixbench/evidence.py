@@ -51,8 +51,9 @@ class Cell:
 @dataclass(frozen=True)
 class SettingEvidence:
     setting: Setting
-    baseline: Cell | None  # None: the baseline has no finished trial here
+    baseline: Cell | None  # None: the baseline has no finished trial here (or, by default, several)
     methods: list[Cell]  # the others, in table order
+    note: str = ""  # why there is no baseline, when it is not simply absent
 
 
 def _seed_values(trials: Sequence[TrialResult]) -> dict[Setting, dict[str, tuple[str, dict[int, float]]]]:
@@ -77,7 +78,7 @@ def baseline_label(labels: dict[str, str], baseline: str, setting: Setting) -> s
     if len(matches) > 1:
         dataset, epochs, backbone = setting
         raise BaselineError(f"--baseline {baseline}: {dataset}, {epochs} ep, {backbone} has {len(matches)} "
-                         f"configurations of it ({', '.join(matches)}); fix: --baseline one of those labels")
+                            f"configurations of it ({', '.join(matches)}); fix: --baseline one of those labels")
     return matches[0] if matches else None
 
 
@@ -85,11 +86,18 @@ def collect(trials: Sequence[TrialResult], baseline: str = DEFAULT_BASELINE,
             strict: bool = False) -> list[SettingEvidence]:
     """Every setting's cells, compared with `baseline` (a method label or name) where it ran there.
 
-    `strict`: the user named the baseline, so a baseline that ran in no setting is an error, not a note."""
+    `strict`: the user named the baseline, so a baseline that ran in no setting, or ambiguously, is an error;
+    by default the setting's table says so instead."""
     evidence = []
     for setting, by_label in sorted(_seed_values(trials).items()):
         names = {label: name for label, (name, _) in by_label.items()}
-        base = baseline_label(names, baseline, setting)
+        note = ""
+        try:
+            base = baseline_label(names, baseline, setting)
+        except BaselineError as err:
+            if strict:
+                raise
+            base, note = None, str(err)
         order = sorted(by_label, key=lambda label: method_rank(names[label], label))
         others = [label for label in order if label != base]
         comparisons: list[stats.Comparison | None] = [None] * len(others)
@@ -100,11 +108,12 @@ def collect(trials: Sequence[TrialResult], baseline: str = DEFAULT_BASELINE,
             setting,
             Cell(base, names[base], by_label[base][1], None) if base is not None else None,
             [Cell(label, names[label], by_label[label][1], c) for label, c in zip(others, comparisons, strict=True)],
+            note,
         ))
     if strict and evidence and all(e.baseline is None for e in evidence):
         labels = sorted({c.label for e in evidence for c in e.methods})
         raise BaselineError(f"--baseline {baseline}: no finished trial of that method in these results; fix: "
-                         f"--baseline one of {', '.join(labels)}")
+                            f"--baseline one of {', '.join(labels)}")
     return evidence
 
 
@@ -175,8 +184,9 @@ def _fmt_mdd(mdd: float) -> str:
 
 def _paired_caption(e: SettingEvidence, base_name: str) -> str:
     if e.baseline is None:
-        return (f"No finished {base_name} trial in this setting: nothing to pair with (choose another baseline "
-                f"with mixbench report --baseline NAME). Top-1: mean ± sample std over seeds, 95 % t-interval.")
+        why = e.note or (f"No finished {base_name} trial in this setting: nothing to pair with (choose another "
+                         f"baseline with mixbench report --baseline NAME)")
+        return f"{why}. Top-1: mean ± sample std over seeds, 95 % t-interval."
     compared = [c.comparison for c in e.methods if c.comparison is not None and c.comparison.paired.n >= 2]
     counts = sorted({c.paired.n for c in compared})
     allows = "; ".join(seed_count_note(n, len(compared)) for n in counts) or "fewer than 2 paired seeds: no test"

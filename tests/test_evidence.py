@@ -12,7 +12,7 @@ from test_report import write_trial
 
 from mixbench import evidence, plots
 from mixbench.cli import main
-from mixbench.report import load_results, markdown, write_report
+from mixbench.report import TrialResult, load_results, markdown, write_report
 
 VANILLA = [80.1, 80.7, 79.6, 80.3, 80.9, 80.2]
 MIXUP_GAIN = [0.6, 1.1, 0.4, 0.9, 0.7, 1.3]  # better on every seed: p = 2/2⁶ with six pairs
@@ -113,6 +113,18 @@ def test_two_configurations_of_the_baseline_are_ambiguous():
                                                       r"one of those labels"):
         evidence.baseline_label({"mixup-a": "mixup", "mixup-b": "mixup"}, "mixup", ("synthetic", 2, "r18"))
     assert evidence.baseline_label({"mixup-a": "mixup", "v": "vanilla"}, "mixup", ("s", 2, "r")) == "mixup-a"
+
+
+def test_by_default_an_ambiguous_baseline_is_a_note_not_a_failure(one_setting):
+    trials = [TrialResult(t.record.model_copy(update={"method_label": f"vanilla-{t.record.seed % 2}"}), t.history,
+                          t.path) if t.record.method == "vanilla" else t for t in load_results(one_setting)]
+    [e] = evidence.collect(trials)
+    assert e.baseline is None and "has 2 configurations of it (vanilla-0, vanilla-1)" in e.note
+    [table] = evidence.paired_tables([e])
+    assert table.caption.startswith("--baseline vanilla: synthetic, 2 ep, resnet_tiny_cifar has 2 configurations")
+    with pytest.raises(evidence.BaselineError, match="fix: --baseline one of those labels"):
+        evidence.collect(trials, "vanilla", strict=True)
+    assert evidence.collect(trials, "vanilla-1", strict=True)[0].baseline.label == "vanilla-1"
 
 
 def test_aggregates_and_ranks_across_settings(tmp_path):
