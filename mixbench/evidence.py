@@ -137,7 +137,7 @@ def seed_count_note(n: int, comparisons: int) -> str:
     smallest = stats.min_p_value(n)
     text = f"{n} paired seeds: no p below 2/2^{n} = {smallest:.3g}"
     if comparisons > 1:
-        text += f", {comparisons} × that = {comparisons * smallest:.3g} after Holm over {comparisons} methods"
+        text += f", none below {min(1.0, comparisons * smallest):.3g} after Holm over {comparisons} methods"
     if comparisons * smallest >= stats.ALPHA:
         needed = stats.seeds_needed(comparisons)
         text += (f", so no difference can be declared at α = {stats.ALPHA:g} whatever the accuracies "
@@ -189,7 +189,8 @@ def _paired_caption(e: SettingEvidence, base_name: str) -> str:
         return f"{why}. Top-1: mean ± sample std over seeds, 95 % t-interval."
     compared = [c.comparison for c in e.methods if c.comparison is not None and c.comparison.paired.n >= 2]
     counts = sorted({c.paired.n for c in compared})
-    allows = "; ".join(seed_count_note(n, len(compared)) for n in counts) or "fewer than 2 paired seeds: no test"
+    allows = "; ".join(seed_count_note(n, len(compared)) for n in counts) or (
+        "Fewer than 2 paired seeds: no interval and no test, single runs as in most papers' tables")
     used = sorted({c.paired.interval.method for c in compared if c.paired.interval is not None}) or ["none"]
     k = len(compared)
     holm = f"adjusted over the {k} methods of this table" if k != 1 else "the same as p with one method"

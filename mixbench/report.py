@@ -617,13 +617,16 @@ def write_report(
     claims: list[Claim] = load_claims(claims_files)
     compared = compare_all(claims, trials, window)
     summary = summarize_trials(trials)
-    proof = evidence.collect(trials, baseline or evidence.DEFAULT_BASELINE, strict=baseline is not None)
+    base_name = baseline or evidence.DEFAULT_BASELINE
+    proof = evidence.collect(trials, base_name, strict=baseline is not None)
     paired = evidence.paired_frame(proof)
+    aggregate = evidence.aggregate_table(proof, base_name)
     tables = {
         "budgets": [budgets_table(trials)],
         "unfinished": [unfinished_table(trials)],
         "accuracy": accuracy_tables(summary),
-        **evidence_tables(proof, baseline or evidence.DEFAULT_BASELINE),
+        "paired": evidence.paired_tables(proof, base_name),
+        "aggregate": [aggregate] if aggregate else [],
         "ranking": ranking_tables(summary),
         "claims": [claims_table(compared, window)],
         "cost": [cost_table(summary)],
@@ -652,14 +655,6 @@ def write_report(
     atomic_write_text(out / "results.tex", latex_document(tables))
     atomic_write_text(out / "README.md", readme(results, trials, tables, compared, made, window, command, rerun))
     return Report(out, trials, summary, tables, compared, written)
-
-
-def evidence_tables(proof: Sequence[Any], baseline: str) -> dict[str, list[Table]]:
-    """The paired comparisons per setting and the aggregate across settings (mixbench.evidence)."""
-    from mixbench import evidence
-
-    aggregate = evidence.aggregate_table(proof, baseline)
-    return {"paired": evidence.paired_tables(proof, baseline), "aggregate": [aggregate] if aggregate else []}
 
 
 def latex_document(tables: dict[str, list[Table]]) -> str:

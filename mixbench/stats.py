@@ -120,15 +120,15 @@ def mean_interval(values: Sequence[float | None]) -> Interval | None:
 def difference_interval(differences: np.ndarray) -> Interval | None:
     """95 % interval of the mean paired difference: BCa bootstrap from `BCA_MIN_SEEDS` pairs, else Student t.
 
-    All differences equal: a zero-width interval at that value (any resample has the same mean; scipy's BCa
-    would be undefined there). A BCa result scipy cannot compute (NaN) falls back on t as well.
+    All differences equal: the zero-width t-interval at that value (every resample has the same mean, and
+    scipy's BCa is undefined there). A BCa result scipy cannot compute (NaN) falls back on t as well.
     """
     n = len(differences)
     if n < 2:
         return None
     if np.all(differences == differences[0]):
         value = float(differences[0])
-        return Interval(value, value, "t" if n < BCA_MIN_SEEDS else "BCa bootstrap")
+        return Interval(value, value, "t")
     if n >= BCA_MIN_SEEDS:
         result = stats.bootstrap((differences,), np.mean, method="BCa", confidence_level=CONFIDENCE,
                                  n_resamples=BOOTSTRAP_RESAMPLES, rng=_rng())

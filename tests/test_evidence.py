@@ -51,10 +51,15 @@ def test_paired_table_of_one_setting(one_setting):
     assert cutmix[11] == "seeds 4, 5 only for vanilla"  # the failed and the pending seed are not paired
     assert cutmix[10] == "∞"  # four pairs can never reach p < 0.05
     assert table.bold == set()
-    assert "6 paired seeds: no p below 2/2^6 = 0.0312, 2 × that = 0.0625 after Holm over 2 methods, so no " \
+    assert "6 paired seeds: no p below 2/2^6 = 0.0312, none below 0.0625 after Holm over 2 methods, so no " \
            "difference can be declared at α = 0.05 whatever the accuracies (7 seeds needed for 2 methods)" \
            in table.caption
-    assert "4 paired seeds: no p below 2/2^4 = 0.125" in table.caption
+    assert "4 paired seeds: no p below 2/2^4 = 0.125, none below 0.25 after Holm" in table.caption
+    assert evidence.seed_count_note(3, 5) == (
+        "3 paired seeds: no p below 2/2^3 = 0.25, none below 1 after Holm over 5 methods, so no difference can be "
+        "declared at α = 0.05 whatever the accuracies (8 seeds needed for 5 methods)")
+    assert evidence.seed_count_note(8, 5) == (
+        "8 paired seeds: no p below 2/2^8 = 0.00781, none below 0.0391 after Holm over 5 methods")
 
 
 def test_a_significant_difference_is_marked_in_markdown_latex_and_summary(tmp_path):
@@ -85,7 +90,7 @@ def test_one_seed_shows_na_never_an_interval(tmp_path):
     [table] = evidence.paired_tables(evidence.collect(load_results(root)))
     assert table.rows[0][:4] == ["vanilla (baseline)", "80.00", "n/a", "1"]
     assert table.rows[1][1:11] == ["81.00", "n/a", "1", "1", "+1.00", "n/a", "1.000", "–", "n/a", "n/a"]
-    assert "fewer than 2 paired seeds: no test" in table.caption
+    assert "Fewer than 2 paired seeds: no interval and no test" in table.caption
 
 
 def test_another_baseline_and_a_missing_one(one_setting, tmp_path, capsys):
