@@ -575,19 +575,25 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]:
     """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe among the trials: the
-    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget)."""
+    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget), and so
+    do the seeds when the trials ran other seeds than the suite now lists (records made before a seed change)."""
     import json
     import shlex
 
     from mixbench.suite import load_suite
 
-    base = _flatten("recipe", load_suite(suite_path).recipe.model_dump(mode="json"))
+    suite = load_suite(suite_path)
+    base = _flatten("recipe", suite.recipe.model_dump(mode="json"))
     recipes = {json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) for t in trials}
     commands = []
     for recipe in sorted(recipes, key=lambda text: (json.loads(text).get("epochs") or 0, text)):
         flat = _flatten("recipe", json.loads(recipe))
         sets = [f"--set={key}={value if isinstance(value, str) else json.dumps(value)}"
                 for key, value in flat.items() if key in base and base[key] != value]
+        seeds = sorted({t.record.seed for t in trials
+                        if json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) == recipe})
+        if seeds != sorted(suite.seeds):
+            sets.append(f"--set=seeds={json.dumps(seeds, separators=(',', ':'))}")
         commands.append(shlex.join(["mixbench", "run", str(suite_path), *sets]))
     return commands
 
