@@ -200,7 +200,7 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
         return None
     groups = list(paired.groupby(["dataset", "epochs", "backbone"], sort=True))
     tallest = max(len(block) for _, block in groups)
-    fig, axes = _grid(len(groups), width=5.2, height=1.2 + 0.42 * tallest)
+    fig, axes = _grid(len(groups), width=6.0, height=1.2 + 0.42 * tallest)
     shown: set[str] = set()
     for ax, ((dataset, epochs, backbone), block) in zip(axes, groups, strict=True):
         rows = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method),
@@ -215,11 +215,11 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(rows)), [f"{r.method} (n={r.paired_seeds})" for r in rows])
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_xlabel(f"top-1 − {rows[0].baseline} (points), per seed, mean and 95 % CI")
+        ax.set_xlabel(f"top-1 − {rows[0].baseline} (points): mean over paired seeds, 95 % CI")
         ax.set_title(f"{dataset}, {epochs} epochs, {backbone}")
         ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=len(shown), fontsize="small")
-    fig.suptitle("Paired differences from the baseline (median top-1 of the last N epochs)")
+    fig.suptitle("Paired differences from the baseline, median top-1 of the last N epochs", fontsize="medium")
     return fig
 
 
