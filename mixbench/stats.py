@@ -92,24 +92,21 @@ class Interval:
         return self.low <= value <= self.high
 
 
-def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
-    """Mean ± t(n−1) · s/√n; None with fewer than 2 values; zero width when all values are equal."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean, sem = float(np.mean(values)), float(stats.sem(values))
-    if sem == 0:
-        return Interval(mean, mean, "t")
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return Interval(float(low), float(high), "t")
-
-
 def t_interval_from(mean: float, std: float | None, n: int, confidence: float = CONFIDENCE) -> Interval | None:
-    """The Student-t interval from a mean, a sample std and n (what a claim's comparison keeps)."""
+    """Mean ± t(n−1) · s/√n from a mean, a sample std and n; None with fewer than 2 values; zero width with
+    no spread."""
     if n < 2 or std is None or not math.isfinite(std):
         return None
     half = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * std / math.sqrt(n))
     return Interval(mean - half, mean + half, "t")
+
+
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
+    """The Student-t interval of the mean of `values`."""
+    n = len(values)
+    if n < 2:
+        return None
+    return t_interval_from(float(np.mean(values)), float(np.std(values, ddof=1)), n, confidence)
 
 
 def mean_interval(values: Sequence[float | None]) -> Interval | None:
