@@ -438,3 +438,31 @@ def test_switch_draws_follow_switch_prob_and_the_pairing_is_timms():
     assert only_cutmix["use_cutmix"].all()
     only_mixup = create_method("mixup_cutmix", cutmix_alpha=0.0).sample(4, gen(0))
     assert not only_mixup["use_cutmix"].any()
+
+
+# ---- published claims ------------------------------------------------------------------------------------------
+
+
+def test_published_claims_of_the_new_methods_carry_their_table_cells():
+    from mixbench.claims import load_claims
+
+    claims = {(c.dataset, c.mixbench_backbone, c.method, c.epochs, c.metric): c for c in load_claims()}
+    cases = {  # openmixup@37e1372 docs/en/mixup_benchmarks, read by hand
+        ("CIFAR-100", "resnet18_cifar", "fmix", 400, "top1_acc"): (79.91, "median_last_n", "0.2"),
+        ("CIFAR-100", "wrn28_8", "resizemix", 400, "top1_acc"): (84.87, "median_last_n", "1"),
+        ("CIFAR-10", "resnext50_32x4d_cifar", "smoothmix", 1200, "top1_acc"): (96.77, "median_last_n", "0.2"),
+        ("CIFAR-100", "deit_small_patch16_224", "gridmix", 600, "top1_acc"): (74.96, "best_last_n", "1"),
+        ("Tiny-ImageNet", "resnet18_cifar", "smoothmix", 400, "top1_acc"): (66.65, "median_last_n", "0.2"),
+        ("ImageNet-1k", "resnet50", "gridmix", 300, "top1_acc"): (78.50, "median_last_n", "0.2"),
+        ("ImageNet-1k", "resnext101_32x4d", "resizemix", 100, "top1_acc"): (80.55, "median_last_n", "1"),
+        ("ImageNet-1k", "deit_small_patch16_224", "fmix", 300, "top1_acc"): (77.37, "best", "0.2"),
+        ("iNaturalist2018", "resnet50", "fmix", 100, "top1_acc"): (63.71, "median_last_n", "1"),
+    }
+    for key, (value, kind, alpha) in cases.items():
+        claim = claims[key]
+        assert (claim.value, claim.statistic.kind) == (value, kind), key
+        assert f"Beta alpha={alpha};" in claim.note and "openmixup@37e1372" in claim.source, key
+    swin_memory = claims["CIFAR-100", "swin_tiny_patch4_window7_224", "smoothmix", None, "gpu_memory_GB"]
+    assert swin_memory.value == 11.4
+    # No claim for a cell the tables leave empty ("-"): GridMix on ImageNet is ResNet-50 only.
+    assert ("ImageNet-1k", "resnet18", "gridmix", 100, "top1_acc") not in claims
