@@ -111,14 +111,14 @@ class GridMix(InputMixer):
         holes = value_range(n_holes, "n_holes (holes across the crop)", low=1)
         if not all(float(v).is_integer() for v in holes):
             raise ValueError(f"n_holes (holes across the crop) must be whole numbers; got {n_holes!r}")
-        self.n_holes = (int(holes[0]), int(holes[1]))
-        self.hole_aspect_ratio = value_range(hole_aspect_ratio, "hole_aspect_ratio", low=1e-6)
-        self.cut_area_ratio = value_range(cut_area_ratio, "cut_area_ratio", low=1e-6)
+        self.n_holes = [int(holes[0]), int(holes[1])]
+        self.hole_aspect_ratio = list(value_range(hole_aspect_ratio, "hole_aspect_ratio", low=1e-6))
+        self.cut_area_ratio = list(value_range(cut_area_ratio, "cut_area_ratio", low=1e-6))
         if self.cut_area_ratio[1] > 1:
             raise ValueError(
                 f"cut_area_ratio (the crop's share of the image) must be at most 1; got {cut_area_ratio!r}"
             )
-        self.cut_aspect_ratio = value_range(cut_aspect_ratio, "cut_aspect_ratio", low=1e-6)
+        self.cut_aspect_ratio = list(value_range(cut_aspect_ratio, "cut_aspect_ratio", low=1e-6))
         self.alpha, self.p, self.mode = alpha, p, mode
 
     def hparams(self) -> dict:

@@ -62,7 +62,7 @@ class ResizeMix(InputMixer):
             raise ValueError(f"scope (the range of the box's side fraction τ) must lie in [0, 1]; got {scope!r}")
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
-        self.alpha, self.scope, self.use_alpha = alpha, (float(lo), float(hi)), use_alpha
+        self.alpha, self.scope, self.use_alpha = alpha, [float(lo), float(hi)], use_alpha
         self.interpolation, self.p, self.mode = interpolation, p, mode
 
     def hparams(self) -> dict:
