@@ -576,7 +576,8 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]:
     """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe among the trials: the
     recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget), and so
-    do the seeds when the trials ran other seeds than the suite now lists (records made before a seed change)."""
+    do the seeds when the trials ran other seeds than the suite now lists; methods the suite gained since the
+    records were made are left out with --only (records older than the suite file)."""
     import json
     import shlex
 
@@ -590,10 +591,14 @@ def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]
         flat = _flatten("recipe", json.loads(recipe))
         sets = [f"--set={key}={value if isinstance(value, str) else json.dumps(value)}"
                 for key, value in flat.items() if key in base and base[key] != value]
-        seeds = sorted({t.record.seed for t in trials
-                        if json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) == recipe})
+        group = [t.record for t in trials if json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) == recipe]
+        seeds = sorted({r.seed for r in group})
         if seeds != sorted(suite.seeds):
             sets.append(f"--set=seeds={json.dumps(seeds, separators=(',', ':'))}")
+        labels = {r.method_label: r.method for r in group}
+        if set(labels) < {m.display for m in suite.methods}:
+            ordered = sorted(labels, key=lambda label: method_rank(labels[label], label))
+            sets.append(f"--only=method={','.join(ordered)}")
         commands.append(shlex.join(["mixbench", "run", str(suite_path), *sets]))
     return commands
 

@@ -402,16 +402,19 @@ def test_cells_that_pool_different_settings_are_flagged(results, tmp_path):
         tmp_path / "report" / "README.md").read_text()
 
 
-def test_rerun_commands_name_the_seeds_the_records_ran(tmp_path):
-    """A suite whose seed list changed after its records were made (fashion_mnist: 3 -> 8 seeds)."""
+def test_rerun_commands_name_the_seeds_and_methods_the_records_ran(tmp_path):
+    """A suite that gained seeds and methods after its records were made (fashion_mnist: 3 -> 9 seeds, 6 -> 11
+    methods)."""
     suite = tmp_path / "demo.yaml"
     suite.write_text(yaml.safe_dump({
-        "name": "demo", "datasets": ["synthetic"], "backbones": ["resnet_tiny_cifar"], "methods": ["vanilla"],
+        "name": "demo", "datasets": ["synthetic"], "backbones": ["resnet_tiny_cifar"], "methods": ["vanilla", "fmix"],
         "seeds": [0, 1, 2, 3], "recipe": {"epochs": 2, "batch_size": 10, "last_n": 2},
     }))
     for seed in range(4):
         write_trial(tmp_path / "runs", "vanilla", seed, [60.0, 70.0], epochs=2)
+        write_trial(tmp_path / "runs", "fmix", seed, [60.0, 70.0], epochs=2)
     for seed in range(2):
         write_trial(tmp_path / "runs", "vanilla", seed, [60.0, 70.0, 72.0, 74.0], epochs=4)
     assert rerun_commands(suite, load_results(tmp_path / "runs")) == [
-        f"mixbench run {suite}", f"mixbench run {suite} --set=recipe.epochs=4 '--set=seeds=[0,1]'"]  # quoted: [ ]
+        f"mixbench run {suite}",
+        f"mixbench run {suite} --set=recipe.epochs=4 '--set=seeds=[0,1]' --only=method=vanilla"]  # quoted: [ ]
