@@ -25,6 +25,10 @@ _REGISTRY: dict[str, type[Method] | str] = {
     "saliencymix": "mixbench.methods.saliencymix:SaliencyMix",
     "puzzlemix": "mixbench.methods.puzzlemix:PuzzleMix",
     "automix": "mixbench.methods.automix:AutoMix",
+    # hidden-state, history and attention mixers (issue 15, second half)
+    "manifoldmix": "mixbench.methods.manifoldmix:ManifoldMix",
+    "recursivemix": "mixbench.methods.recursivemix:RecursiveMix",
+    "transmix": "mixbench.methods.transmix:TransMix",
 }
 _entry_points_loaded = False
 
