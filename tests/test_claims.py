@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,7 +34,8 @@ from mixbench.results import TrialRecord
 def test_published_claims_are_package_data_with_sources():
     assert published_claims_path().parent.name == "claims"
     claims = load_claims()
-    assert len(claims) == 437
+    with open(published_claims_path(), newline="") as f:
+        assert len(claims) == sum(1 for _ in csv.DictReader(f)) >= 437  # every row is read, none dropped
     assert all(c.source and c.note for c in claims)
     assert {c.method for c in claims} >= {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
 
@@ -48,7 +50,7 @@ def test_user_claims_file_adds_to_the_published_ones(tmp_path):
     path.write_text(",".join(COLUMNS) + "\n"
                     "fashion_mnist,tiny,resnet_tiny_cifar,mixup,8,top1_acc,91.5,28,my lab notebook,stat=best epoch\n")
     claims = load_claims([path])
-    assert len(claims) == 438
+    assert len(claims) == len(load_claims()) + 1
     mine = claims[-1]
     assert (mine.dataset, mine.mixbench_backbone, mine.epochs, mine.value) == ("fashion_mnist", "resnet_tiny_cifar",
                                                                                 8, 91.5)

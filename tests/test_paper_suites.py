@@ -18,6 +18,7 @@ from mixbench.suite import TrialConfig, expand, load_suite
 REPO = Path(__file__).parents[1]
 SUITES = ("cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205")
 METHODS = {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
+EXTRA_METHODS = {"manifoldmix"}  # added where openmixup's tables benchmark them (issue 15)
 
 
 def suite_file(name: str) -> Path:
@@ -60,8 +61,9 @@ def test_every_suite_has_all_six_methods_and_the_papers_backbones(tmp_path):
     for name in SUITES:
         trials = trials_of(name, tmp_path)
         assert {b for b, _ in trials} == backbones[name], name
-        assert {m for _, m in trials} == METHODS, name
-        assert len(trials) == len(backbones[name]) * len(METHODS)
+        methods = {m for _, m in trials}
+        assert methods >= METHODS and methods - METHODS <= EXTRA_METHODS, name
+        assert len(trials) == len(backbones[name]) * len(methods)
         text = suite_file(name).read_text()
         assert "Claims it reproduces" in text and "Where the sources disagree" in text, name
 
@@ -166,7 +168,7 @@ def test_tiny_keeps_the_suites_overrides_and_writes_each_fixture_once(tmp_path):
     suite = load_suite(tiny.suite_path)
     assert suite.name == "cifar100-tiny" and suite.seeds == [0] and tiny.image_size == 32
     trials = {(t.backbone.name, t.method): t for t in expand(suite, tiny.suite_path)}
-    assert len(trials) == 12
+    assert len(trials) == 2 * len(suite.methods)  # every backbone x method, nothing dropped
     wrn = trials["wrn28_8", "automix"]
     # The suite's overrides still apply (WRN AutoMix's Mix Block stage, floor, lr) ...
     assert (wrn.hparams["mask_layer"], wrn.recipe.schedule.min_lr, wrn.recipe.optimizer.lr) == (1, 1e-3, 0.03)
