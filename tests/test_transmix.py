@@ -127,7 +127,8 @@ def test_same_draws_same_step_and_gradients_reach_the_vit_not_the_labels():
 def test_backbones_without_class_token_attention_fail_the_check_with_the_fix():
     method = create_method("transmix")
     message = (r"transmix re-weights labels by a ViT's class-token attention, but test_resnet cannot give one: it has "
-               r"no class token; fix: use a timm ViT/DeiT backbone \(vit_\*, deit_\*\) or another method")
+               r"no class token; fix: use a timm ViT/DeiT backbone \(vit_\*, deit_\*; `mixbench show transmix "
+               r"--backbone test_vit`\) or another method")
     with pytest.raises(ValueError, match=message):
         method.check_input((32, 32), "test_resnet")
     trial = synthetic_trial("t", "transmix", 1, seed=0, backbone="test_resnet")  # what `mixbench check` asks

@@ -172,7 +172,8 @@ class TransMix(Method):
     @staticmethod
     def _backbone_error(backbone: str, problem: str) -> str:
         return (f"transmix re-weights labels by a ViT's class-token attention, but {backbone} cannot give one: "
-                f"{problem}; fix: use a timm ViT/DeiT backbone (vit_*, deit_*) or another method")
+                f"{problem}; fix: use a timm ViT/DeiT backbone (vit_*, deit_*; `mixbench show transmix --backbone "
+                f"test_vit`) or another method")
 
     # ---- the draws and the deterministic core -----------------------------------------------------------
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
