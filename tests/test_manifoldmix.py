@@ -157,3 +157,26 @@ def test_card_and_gallery():
         show_method("manifoldmix", n=2)
     figure = show_method("manifoldmix", n=2, hparams={"layer": 0})
     assert len(figure.axes) == 2 * 4  # two samples, four columns
+
+
+def test_paper_suites_and_claims_carry_manifoldmix(tmp_path):
+    from pathlib import Path
+
+    from mixbench.claims import load_claims
+    from mixbench.methods.cards import card_defaults
+    from mixbench.suite import expand, load_suite
+
+    suites = Path(__file__).parents[1] / "suites"
+    for name, family in [("cifar10", "cifar"), ("cifar100", "cifar"), ("tiny_imagenet", "tiny"),
+                         ("imagenet", "imagenet"), ("fashion_mnist", "cifar"), ("smoke_more", "cifar")]:
+        path = suites / f"{name}.yaml"
+        suite = load_suite(path)
+        trials = [t for t in expand(suite, path, {ds.name: str(tmp_path) for ds in suite.datasets})
+                  if t.method == "manifoldmix"]
+        assert trials, name
+        assert all(t.hparams["alpha"] == card_defaults("manifoldmix", family)["alpha"] for t in trials), name
+    claims = [c for c in load_claims() if c.method == "manifoldmix"]
+    assert len(claims) == 39 and all("openmixup@37e1372" in c.source for c in claims)
+    cifar100 = {(c.backbone, c.epochs): c.value for c in claims if c.dataset == "CIFAR-100" and c.metric == "top1_acc"}
+    assert cifar100[("ResNeXt-50 32x4d (CIFAR variant: 3x3 stride-1 stem, no maxpool)", 800)] == 82.88
+    assert cifar100[("WRN-28-8 (CIFAR WideResNet, 3 stages)", 400)] == 83.24

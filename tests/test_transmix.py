@@ -151,3 +151,29 @@ def test_card_and_gallery_on_a_vit():
     assert len(figure.axes) == 2 * 4
     with pytest.raises(ValueError, match=r"transmix re-weights labels by a ViT's class-token attention"):
         show_method("transmix", n=2)  # the default gallery backbone is a ResNet
+
+
+def test_the_vit_suites_run_transmix_with_the_tables_settings(tmp_path):
+    from pathlib import Path
+
+    from mixbench.claims import claim_backbone, load_claims
+    from mixbench.suite import expand, load_suite
+
+    suites = Path(__file__).parents[1] / "suites"
+    path = suites / "cifar100_vit.yaml"
+    trials = {t.method: t for t in expand(load_suite(path), path, {"cifar100": str(tmp_path)})}
+    assert set(trials) == {"vanilla", "mixup", "cutmix", "saliencymix", "transmix"}
+    assert {t.hparams["label_smoothing"] for t in trials.values()} == {0.1}  # the DeiT configs' LabelSmoothLoss
+    assert (trials["mixup"].hparams["alpha"], trials["cutmix"].hparams["alpha"]) == (0.8, 2.0)
+    transmix = trials["transmix"]
+    assert (transmix.hparams["alpha"], transmix.hparams["mixup_alpha"], transmix.hparams["switch_prob"]) == (
+        1.0, 0.8, 0.8)
+    assert (transmix.recipe.epochs, transmix.recipe.image_size, transmix.recipe.batch_size) == (200, 224, 100)
+    # The claims table has TransMix's published numbers for exactly this setting (and the 600-epoch one).
+    claims = [c for c in load_claims() if c.method == "transmix" and c.dataset == "CIFAR-100"
+              and claim_backbone(c.timm_model, c.backbone) == transmix.backbone.name and c.metric == "top1_acc"]
+    assert sorted((c.epochs, c.value) for c in claims) == [(200, 76.17), (600, 79.33)]
+    for name in ("smoke_vit", "fashion_mnist_vit"):
+        path = suites / f"{name}.yaml"
+        trials = expand(load_suite(path), path, {"fashion_mnist": str(tmp_path)})
+        assert "transmix" in {t.method for t in trials} and {t.backbone.name for t in trials} == {"test_vit"}
