@@ -222,7 +222,8 @@ class TransMix(Method):
         if mixed.mask is None:  # a Mixup batch: area labels
             logits = backbone(mixed.x)
             lam = mixed.lam
-            logs = {"lam": float(lam), "transmix": 0.0}
+            # Every key on every step: the engine averages each key over all the epoch's steps.
+            logs = {"lam": float(lam), "lam_area": float(lam), "transmix": 0.0}
         else:
             logits, attention, grid = self.forward_with_attention(backbone, mixed.x)
             lam = self.relabel(mixed, attention, grid)
