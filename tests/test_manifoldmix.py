@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from test_cards import test_card_matches_the_method as card_matches_the_method
 from torch import nn
 
-from mixbench.gallery import GalleryUnsupported, show_method
+from mixbench.gallery import show_method
 from mixbench.methods import create_method
 from mixbench.methods.manifoldmix import layer_range, manifold_forward
 from mixbench.models import create_backbone, num_stages
@@ -152,11 +152,14 @@ def test_a_module_that_runs_twice_is_refused_instead_of_mixing_twice():
 
 def test_card_and_gallery():
     card_matches_the_method("manifoldmix")
-    with pytest.raises(GalleryUnsupported, match=r"manifoldmix mixes hidden feature maps \(layers \[0, 3\]\), which "
-                                                 r"are not images; .*mixbench show manifoldmix --hparam layer=0"):
-        show_method("manifoldmix", n=2)
-    figure = show_method("manifoldmix", n=2, hparams={"layer": 0})
+    figure = show_method("manifoldmix", n=2)  # every draw pictured as its input-level mix of the same pair and λ
     assert len(figure.axes) == 2 * 4  # two samples, four columns
+    net, (x, y) = resnet(), batch()
+    method = create_method("manifoldmix")
+    shown = method.mix_for_display(net, x, y, torch.Generator().manual_seed(3))
+    drawn = method.sample(6, torch.Generator().manual_seed(3))
+    w = float(drawn["lam"])
+    assert torch.equal(shown.x, w * x + (1 - w) * x[drawn["index"]]) and torch.equal(shown.y_b, y[drawn["index"]])
 
 
 def test_paper_suites_and_claims_carry_manifoldmix(tmp_path):

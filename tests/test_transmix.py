@@ -147,10 +147,10 @@ def test_qkv_row_is_the_softmax_over_all_tokens():
 
 def test_card_and_gallery_on_a_vit():
     card_matches_the_method("transmix")
-    figure = show_method("transmix", n=2, backbone="test_vit", hparams={"switch_prob": 1.0})
-    assert len(figure.axes) == 2 * 4
+    figure = show_method("transmix", n=2, hparams={"switch_prob": 1.0})  # on its display_backbone, test_vit
+    assert len(figure.axes) == 2 * 4 and "randomly initialised test_vit" in figure.get_suptitle()
     with pytest.raises(ValueError, match=r"transmix re-weights labels by a ViT's class-token attention"):
-        show_method("transmix", n=2)  # the default gallery backbone is a ResNet
+        show_method("transmix", n=2, backbone="resnet18_cifar")
 
 
 def test_the_vit_suites_run_transmix_with_the_tables_settings(tmp_path):

@@ -175,14 +175,11 @@ class ManifoldMix(Method):
         return StepOutput(loss=loss, logs={"lam": float(lam), "layer": float(layer)})
 
     def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:
-        """Hidden states are not images: only a draw of layer 0 (the input) has a picture."""
-        from mixbench.gallery import GalleryUnsupported
+        """The drawn pair and λ, mixed at the input (layer 0) for the picture.
 
-        if self.layer != (0, 1):
-            raise GalleryUnsupported(
-                f"manifoldmix mixes hidden feature maps (layers {list(self.layer)}), which are not images; its "
-                f"input layer alone can be shown: mixbench show manifoldmix --hparam layer=0"
-            )
+        A hidden layer mixes the feature maps of the same pair with the same λ; those have no picture, so the
+        gallery shows every draw as its input-level mix (what a draw of layer 0 trains on).
+        """
         drawn = self.sample(x.shape[0], gen)
         lam, index = drawn["lam"], drawn["index"]
         with torch.no_grad():

@@ -150,6 +150,7 @@ class TransMix(Method):
         "8.4 GB / 28 h vs vanilla 8.1 GB / 27 h"
     )
     eval_passes = 1
+    display_backbone = "test_vit"  # `mixbench show` needs a ViT; timm's tiny test ViT at 32 px has 2×2 patches
 
     def __init__(self, alpha: float = 1.0, mixup_alpha: float = 0.8, switch_prob: float = 0.8, ratio: float = 0.5,
                  label_smoothing: float = 0.0):
