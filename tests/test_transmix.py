@@ -162,7 +162,8 @@ def test_the_vit_suites_run_transmix_with_the_tables_settings(tmp_path):
     suites = Path(__file__).parents[1] / "suites"
     path = suites / "cifar100_vit.yaml"
     trials = {t.method: t for t in expand(load_suite(path), path, {"cifar100": str(tmp_path)})}
-    assert set(trials) == {"vanilla", "mixup", "cutmix", "saliencymix", "transmix"}
+    assert set(trials) == {"vanilla", "mixup", "cutmix", "saliencymix", "transmix", "mixup_cutmix"}
+    assert trials["mixup_cutmix"].method_label == "deit_default"  # the claims' name for the table's DeiT row
     assert {t.hparams["label_smoothing"] for t in trials.values()} == {0.1}  # the DeiT configs' LabelSmoothLoss
     assert (trials["mixup"].hparams["alpha"], trials["cutmix"].hparams["alpha"]) == (0.8, 2.0)
     transmix = trials["transmix"]

@@ -8,8 +8,11 @@ SaliencyMix, PuzzleMix and AutoMix. Every row names its `source`, pinned to a co
 mostly `Westlake-AI/openmixup@37e1372` (docs/en/mixup_benchmarks/*.md), the AutoMix paper's listing on
 paperswithcode.com, `clovaai/CutMix-PyTorch@2d8eb68`, `snu-mllab/PuzzleMix@e2dbf3a`,
 `hongyi-zhang/mixup@4ca5f03` and the SaliencyMix paper (ICLR 2021) with `afm-shahab-uddin/SaliencyMix@9ee02b8`.
-Its `note` says what the number is (`stat=...`), the α and the recipe. Users add their own claims with a
-CSV of the same columns (`mixbench report --claims FILE`), read with `load_claims`.
+Issue 15 added 188 rows at the end, generated from the same openmixup tables (CIFAR-10/100, Tiny-ImageNet,
+ImageNet PyTorch-style/RSB/DeiT, and the downstream ones) for FMix, ResizeMix, GridMix and SmoothMix: each
+copies the Mixup row of its table cell (backbone, epochs, statistic, recipe) with the method's value and α.
+Its `note` says what the number is (`stat=...`), the α and the recipe. Users add their own claims with a CSV
+of the same columns (`mixbench report --claims FILE`), read with `load_claims`.
 
 The matching rule
 -----------------
