@@ -34,12 +34,13 @@ _LAYOUT = {
 
 
 # The only callables a CIFAR batch file names: numpy's array reconstruction (numpy 1 and 2 spell the module
-# differently) and, in files re-pickled by Python 3 at protocol 2, `_codecs.encode` for bytes.
+# differently) and, in files re-pickled by Python 3 at protocol 2, `_codecs.encode` and `bytes` for bytes.
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5 arrays
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("__builtin__", "bytes"), ("builtins", "bytes"),  # how Python 3 writes a bytes object at protocol 2
 }
 
 
