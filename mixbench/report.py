@@ -585,7 +585,7 @@ def write_report(
     regenerates the report; with the `suite` file the trials came from, README.md also gives the commands
     that rerun them.
     """
-    from mixbench import plots
+    from mixbench import plots, report_robustness
 
     trials = load_results(results)
     if not trials:
@@ -601,6 +601,7 @@ def write_report(
         "ranking": ranking_tables(summary),
         "claims": [claims_table(compared, window)],
         "cost": [cost_table(summary)],
+        **report_robustness.tables(trials),  # calibration, robustness, per corruption (mixbench evaluate)
     }
     out.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -608,6 +609,7 @@ def write_report(
         "top1_vs_epoch": plots.top1_vs_epoch(curves_frame(trials)),
         "measured_vs_claimed": plots.measured_vs_claimed(claims_frame(compared)),
         "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
+        **report_robustness.figures(trials),  # accuracy vs ECE, reliability diagrams
     }
     written = []
     for name, figure in figures.items():
@@ -700,6 +702,9 @@ def readme(
                       "(the columns of mixbench/claims/published.csv).", ""])
     lines.extend([_statistics_note(window), ""])
     section("Cost", "cost", "accuracy_vs_cost")
+    from mixbench.report_robustness import readme_lines
+
+    lines.extend(readme_lines(tables, plots_made))
     lines.extend(["## Files", "",
                   "`results.csv` (one row per trial), `summary.csv` (one row per dataset × epochs × backbone × "
                   "method), `claims.csv`, `results.tex` (booktabs), `plots/` (PNG and PDF).", ""])
