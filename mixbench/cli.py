@@ -186,7 +186,7 @@ def cmd_evaluate(args) -> int:
     if not dirs:
         raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
     roots = dict(item.partition("=")[::2] for item in args.data_root or [])
-    counts = evaluate_finished(dirs, options, args.corruptions, roots,
+    counts = evaluate_finished(dirs, options, args.corruptions, roots, jobs=args.jobs,
                                log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     console.print(", ".join(f"{n} {what}" for what, n in counts.items()) + f" ({results})", highlight=False)
     return 0
@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="corruptions to measure, in place of the suite's (e.g. gaussian_noise,contrast)")
     evaluate.add_argument("--results", help="results folder (default: the suite's results_dir)")
     evaluate.add_argument("--data-root", action="append", metavar="NAME=PATH", help="where a dataset lives now")
+    evaluate.add_argument("--jobs", type=int, default=1, help="processes making the corrupted sets (cached once)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     show = sub.add_parser("show", help="a gallery of mixed samples of a method (sources, mask, mix, λ)")

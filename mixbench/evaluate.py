@@ -169,9 +169,10 @@ def summarize(parts: dict[str, Any], options: EvaluationConfig) -> dict[str, Any
 # ---- a trial -----------------------------------------------------------------------------------------------------
 
 
-def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=None) -> bool:
+def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=None, jobs: int = 1) -> bool:
     """Measure what `options` (default: the trial's `evaluation`) asks for and is not yet in robustness.json;
-    then write the record's summary. Returns whether anything was measured. Rank 0 only (one process)."""
+    then write the record's summary. Returns whether anything was measured. Rank 0 only (one process);
+    `jobs` processes make the corrupted sets not yet cached."""
     from mixbench.evaluation.corrupted_sets import CorruptedSets, clean_split
 
     options = options or trial.config.evaluation
@@ -193,6 +194,9 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
             images, labels = clean_split(trial.val_set)
             passes = Passes(trial, images, labels, options)
             corrupted = CorruptedSets(cache_root(out_dir), trial.config.dataset.name, images, labels, options.seed)
+            wanted = dict.fromkeys((k.split("/")[-2], int(k.split("/")[-1])) for _, k in todo
+                                   if k.startswith("corruption/"))
+            corrupted.prepare(list(wanted), jobs)
         model = models[name]
         was_training = model.training
         model.eval()
@@ -223,10 +227,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None = None, corruptions: str | None = None,
-                      data_roots: dict[str, str] | None = None, log=print) -> dict[str, int]:
+                      data_roots: dict[str, str] | None = None, log=print, jobs: int = 1) -> dict[str, int]:
     """`mixbench evaluate`: every done trial of `trial_dirs` from its last.pt, measuring what `options` (default:
     each trial's own `evaluation`) asks for, with `corruptions` ("all", "none" or "a,b") in place of its choice of
-    corruptions. Returns counts: evaluated, up to date, skipped."""
+    corruptions; `jobs` processes make the corrupted sets. Returns counts: evaluated, up to date, skipped."""
     import yaml
 
     from mixbench.engine import CHECKPOINT, Trial, TrialBusy, trial_lock
@@ -252,7 +256,7 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
             with trial_lock(trial_dir):
                 trial = Trial(config, trial_dir)
                 trial.restore(trial_dir / CHECKPOINT)
-                evaluate_trial(trial, options, log=log)
+                evaluate_trial(trial, options, log=log, jobs=jobs)
         except TrialBusy as err:
             counts["skipped"] += 1
             log(f"{trial_dir.name}: skipped ({err})")

@@ -167,6 +167,7 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
             "images_per_sec": r.images_per_sec,
             "time_per_epoch_s": r.time_per_epoch_s,
             "time_total_s": r.time_total_s,
+            "time_eval_s": r.time_eval_s,  # mixbench evaluate's seconds, apart from training
             "peak_memory_mb": r.peak_memory_mb,
             # Only when the record carries it (TrialRecord allows extra fields); reports never build models.
             "param_count": (r.model_extra or {}).get("param_count"),
@@ -182,6 +183,8 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
             "updated_at": r.updated_at,
             "reason": r.reason,
         }
+        headline_eval = r.evaluation.get(r.headline, {})  # mixbench evaluate's scalars (ece, fgsm_top1, ...)
+        row.update({f"eval_{k}": v for k, v in headline_eval.items() if not isinstance(v, (dict, list))})
         for name, values in r.models.items():
             if name != r.headline:
                 row.update({f"{key}_{name}": value for key, value in values.items()})

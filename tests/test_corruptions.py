@@ -257,3 +257,16 @@ def test_corrupted_sets_are_bit_identical_across_processes_and_cached(tmp_path):
     other = CorruptedSets(tmp_path / "here", "toy", images[:20], np.arange(20) % 10, seed=0)
     assert other.folder != here.folder
     assert not list((tmp_path / "here").rglob("*.tmp"))
+
+
+def test_sets_made_in_several_processes_equal_those_made_in_one(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (12, 1, 28, 28)).astype(np.uint8)
+    labels = np.arange(12) % 10
+    wanted = [("contrast", 1), ("fog", 2), ("shot_noise", 5)]
+    parallel = CorruptedSets(tmp_path / "a", "toy", images, labels, seed=3)
+    parallel.prepare(wanted, jobs=2)
+    serial = CorruptedSets(tmp_path / "b", "toy", images, labels, seed=3)
+    for name, severity in wanted:
+        made = parallel.path(name, severity)
+        assert made.is_file()
+        assert np.array_equal(np.load(made), serial.get(name, severity))

@@ -168,3 +168,12 @@ def test_mixbench_evaluate_fills_every_record_once_and_then_does_nothing(tmp_pat
     assert ev.evaluate_finished(dirs, log=lines.append)["evaluated"] == 1
     assert [line.split(": ", 1)[1] for line in lines if "top-1" in line] == [
         lines[-1].split(": ", 1)[1]] and "ema occlusion/s0/g4/0.5" in lines[-1]
+
+
+def test_mixbench_check_names_the_evaluation_field(tmp_path, capsys):
+    from mixbench.cli import main
+
+    assert main(["check", str(write_suite(tmp_path, "{corruptions: [snowfall], severities: [1, 9]}"))]) == 2
+    out = capsys.readouterr().out
+    assert "evaluation.corruptions" in out and "unknown corruption 'snowfall'" in out and "jpeg_compression" in out
+    assert "evaluation.severities" in out and "severity [9] outside 1-5" in out

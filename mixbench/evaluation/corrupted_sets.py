@@ -68,9 +68,26 @@ class CorruptedSets:
         path = self.path(name, severity)
         if path.is_file():
             return np.load(path)
-        corruptions.check_size(*self.images.shape[-2:])
-        made = np.concatenate([
-            corruptions.corrupt(self.images[start:start + CHUNK], name, severity, self.seed, start=start)
-            for start in range(0, len(self.images), CHUNK)])
+        made = _make(self.images, name, severity, self.seed)
         save_atomic(path, made)
         return made
+
+    def prepare(self, wanted: list[tuple[str, int]], jobs: int) -> None:
+        """Make the missing sets of `wanted` in `jobs` processes (each set is a function of its seed alone, so
+        this changes nothing in them; only how long the first evaluation waits)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        missing = [(n, s) for n, s in wanted if not self.path(n, s).is_file()]
+        if jobs <= 1 or len(missing) <= 1:
+            return
+        corruptions.check_size(*self.images.shape[-2:])
+        with ProcessPoolExecutor(min(jobs, len(missing))) as pool:
+            futures = {pool.submit(_make, self.images, n, s, self.seed): (n, s) for n, s in missing}
+            for future, (name, severity) in futures.items():
+                save_atomic(self.path(name, severity), future.result())
+
+
+def _make(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    corruptions.check_size(*images.shape[-2:])
+    return np.concatenate([corruptions.corrupt(images[start:start + CHUNK], name, severity, seed, start=start)
+                           for start in range(0, len(images), CHUNK)])
