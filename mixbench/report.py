@@ -167,7 +167,6 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
             "images_per_sec": r.images_per_sec,
             "time_per_epoch_s": r.time_per_epoch_s,
             "time_total_s": r.time_total_s,
-            "time_eval_s": r.time_eval_s,  # mixbench evaluate's seconds, apart from training
             "peak_memory_mb": r.peak_memory_mb,
             # Only when the record carries it (TrialRecord allows extra fields); reports never build models.
             "param_count": (r.model_extra or {}).get("param_count"),
@@ -183,8 +182,10 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
             "updated_at": r.updated_at,
             "reason": r.reason,
         }
-        headline_eval = r.evaluation.get(r.headline, {})  # mixbench evaluate's scalars (ece, fgsm_top1, ...)
-        row.update({f"eval_{k}": v for k, v in headline_eval.items() if not isinstance(v, (dict, list))})
+        if r.evaluation:  # mixbench evaluate's seconds (apart from training) and the headline's scalars
+            row["time_eval_s"] = r.time_eval_s
+            row.update({f"eval_{k}": v for k, v in r.evaluation.get(r.headline, {}).items()
+                        if not isinstance(v, (dict, list))})
         for name, values in r.models.items():
             if name != r.headline:
                 row.update({f"{key}_{name}": value for key, value in values.items()})
