@@ -438,9 +438,9 @@ class Trial:
         done = self.epoch >= self.config.recipe.epochs
         record = self.write_record("done" if done else "interrupted", None if done else "stopped early")
         if done and self.rank == 0:  # metrics beyond top-1 (mixbench.evaluate); the others wait in shutdown
-            from mixbench.evaluate import evaluate_trial
+            from mixbench.evaluate import after_training
 
-            evaluate_trial(self)
+            after_training(self)
         return record
 
     def write_record(self, status: str, reason: str | None = None) -> TrialRecord:

@@ -21,6 +21,7 @@ command line, `mixbench evaluate SUITE_OR_RESULTS`, on finished trials from thei
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,6 +217,39 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
         record = record.model_copy(update={"evaluation": _jsonable(summary), "time_eval_s": state["seconds"]})
         write_record(out_dir, record)
     return bool(todo)
+
+
+def after_training(trial: Trial) -> None:
+    """The engine's call at the end of a trial. An evaluation that fails is reported and leaves the trained
+    trial done (its record says so; `mixbench evaluate` measures it again)."""
+    try:
+        evaluate_trial(trial)
+    except Exception as err:  # whatever broke, the training it measures is finished and recorded
+        print(f"mixbench: the evaluation of {trial.out_dir.name} failed ({type(err).__name__}: {err}); the trial "
+              f"stays done; measure it again with: mixbench evaluate {trial.out_dir.parent}", file=sys.stderr)
+
+
+def evaluation_problems(suite, trials, path: str) -> list[str]:
+    """What `mixbench check` reports about the suite's evaluation block before anything runs."""
+    from mixbench.check import trial_image_size
+    from mixbench.data import dataset_info
+    from mixbench.evaluation.corruptions import MAX_SIZE, frost_dir
+
+    options, problems = suite.evaluation, []
+    if "frost" in options.corruption_names:
+        try:
+            frost_dir()
+        except FileNotFoundError as err:
+            problems.append(f"{path}: evaluation.corruptions: {err}")
+    for trial in trials:
+        info = dataset_info(trial.dataset.name)
+        size = info.image_size if info.in_memory else trial_image_size(trial)  # what the corruptions would see
+        line = (f"{path}: evaluation.corruptions: {trial.dataset.name} images are {size} px, larger than the "
+                f"{MAX_SIZE} px the CIFAR-C definitions are made for (ImageNet-C's are not implemented); fix: "
+                f"evaluation.corruptions: none")
+        if options.corruption_names and size > MAX_SIZE and line not in problems:
+            problems.append(line)
+    return problems
 
 
 def _jsonable(value: Any) -> Any:

@@ -73,8 +73,10 @@ def test_occlusion_drops_the_asked_fraction_of_patches_per_image():
     assert (per_patch == 0).sum(dim=(1, 2)).tolist() == [4] * 6  # round(16 × 0.25) per image
     assert not torch.equal(per_patch[0], per_patch[1])  # each image draws its own patches
     assert torch.equal(mask, patch_mask(6, 32, 4, 0.25, torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError, match="28 px image does not split into 3×3.*evaluation.occlusion_grid"):
-        patch_mask(1, 28, 3, 0.5, gen)
+    uneven = patch_mask(2, 30, 4, 0.5, gen)  # 30 px in 4 patches: 8, 7, 8, 7 px
+    assert [(uneven[i] == 0).float().mean().item() for i in range(2)] == pytest.approx([0.5, 0.5], abs=0.06)
+    with pytest.raises(ValueError, match=r"a 40×40 grid of patches does not fit a 32 px image; .*between 1 and 32"):
+        patch_mask(1, 32, 40, 0.5, gen)
 
 
 def write_suite(tmp_path: Path, evaluation: str) -> Path:
@@ -177,3 +179,37 @@ def test_mixbench_check_names_the_evaluation_field(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "evaluation.corruptions" in out and "unknown corruption 'snowfall'" in out and "jpeg_compression" in out
     assert "evaluation.severities" in out and "severity [9] outside 1-5" in out
+
+
+def test_check_refuses_corruptions_it_cannot_make(tmp_path, monkeypatch):
+    from mixbench.evaluate import evaluation_problems
+    from mixbench.evaluation import corruptions
+    from mixbench.suite import expand
+
+    path = write_suite(tmp_path, "{corruptions: [frost, contrast]}")
+    suite = load_suite(path)
+    trials = expand(suite, path)
+    monkeypatch.setattr(corruptions, "FROST_PACKAGES", ())
+    monkeypatch.setenv("MIXBENCH_FROST_DIR", str(tmp_path))
+    monkeypatch.setattr(corruptions, "MAX_SIZE", 16)
+    problems = evaluation_problems(suite, trials, str(path))
+    assert len(problems) == 2
+    assert "evaluation.corruptions: corruption frost needs Hendrycks' frost photographs" in problems[0]
+    assert "synthetic images are 32 px, larger than the 16 px" in problems[1]
+    assert "fix: evaluation.corruptions: none" in problems[1]
+    assert evaluation_problems(load_suite(write_suite(tmp_path, "{}")), trials, str(path)) == []
+
+
+def test_a_failed_evaluation_leaves_the_trained_trial_done(monkeypatch, capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from mixbench import evaluate
+
+    def broken(trial):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(evaluate, "evaluate_trial", broken)
+    evaluate.after_training(SimpleNamespace(out_dir=tmp_path / "suite" / "trial"))
+    err = capsys.readouterr().err
+    assert "evaluation of trial failed (RuntimeError: disk full); the trial stays done" in err
+    assert f"mixbench evaluate {tmp_path / 'suite'}" in err

@@ -10,19 +10,20 @@ of every trial sees the same occluded images.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def patch_mask(n: int, size: int, grid: int, fraction: float, gen: torch.Generator) -> torch.Tensor:
-    """N,1,size,size float mask: 0 on round(fraction × grid²) random patches of each image, 1 elsewhere."""
-    if size % grid:
-        raise ValueError(f"occlusion: a {size} px image does not split into {grid}×{grid} equal patches; "
-                         f"fix: set evaluation.occlusion_grid to a divisor of {size}")
+    """N,1,size,size float mask: 0 on round(fraction × grid²) random patches of each image, 1 elsewhere. Where
+    `grid` does not divide `size`, patches differ by one pixel (nearest-neighbour upsampling of the grid)."""
+    if not 1 <= grid <= size:
+        raise ValueError(f"occlusion: a {grid}×{grid} grid of patches does not fit a {size} px image; fix: set "
+                         f"evaluation.occlusion_grid between 1 and {size}")
     patches = grid * grid
     dropped = round(patches * fraction)
     ranks = torch.rand(n, patches, generator=gen).argsort(dim=1).argsort(dim=1)
     keep = (ranks >= dropped).float().view(n, 1, grid, grid)
-    step = size // grid
-    return keep.repeat_interleave(step, dim=2).repeat_interleave(step, dim=3)
+    return F.interpolate(keep, size=(size, size), mode="nearest")
 
 
 def occlude(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
