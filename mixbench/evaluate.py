@@ -267,7 +267,7 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
     corruptions; `jobs` processes make the corrupted sets. Returns counts: evaluated, up to date, skipped."""
     import yaml
 
-    from mixbench.engine import CHECKPOINT, Trial, TrialBusy, trial_lock
+    from mixbench.engine import CHECKPOINT, Trial, TrialBusy, TrialFailed, trial_lock
     from mixbench.suite import TrialConfig
 
     counts = {"evaluated": 0, "up to date": 0, "skipped": 0}
@@ -289,14 +289,27 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
         try:
             with trial_lock(trial_dir):
                 trial = Trial(config, trial_dir)
-                trial.restore(trial_dir / CHECKPOINT)
+                load_weights(trial, trial_dir / CHECKPOINT)
                 evaluate_trial(trial, options, log=log, jobs=jobs)
-        except TrialBusy as err:
+        except (TrialBusy, TrialFailed) as err:  # running elsewhere; a checkpoint of another trial
             counts["skipped"] += 1
             log(f"{trial_dir.name}: skipped ({err})")
             continue
         counts["evaluated"] += 1
     return counts
+
+
+def load_weights(trial: Trial, path: Path) -> None:
+    """The trained weights (backbone and method, e.g. AutoMix's EMA) and how far training went; nothing else of
+    the checkpoint (a trial trained by N processes is evaluated by one: `Trial.restore` would refuse)."""
+    from mixbench.engine import TrialFailed
+
+    state = torch.load(path, map_location=trial.device, weights_only=False)
+    if state.get("trial_id") != trial.config.trial_id:
+        raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {trial.config.trial_id}")
+    trial.backbone.load_state_dict(state["model"])
+    trial.method.load_state_dict(state["method"])
+    trial.epoch, trial.step = state["epoch"], state["step"]
 
 
 def _up_to_date(trial_dir: Path, record, options: EvaluationConfig) -> bool:
