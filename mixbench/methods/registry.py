@@ -25,6 +25,16 @@ _REGISTRY: dict[str, type[Method] | str] = {
     "saliencymix": "mixbench.methods.saliencymix:SaliencyMix",
     "puzzlemix": "mixbench.methods.puzzlemix:PuzzleMix",
     "automix": "mixbench.methods.automix:AutoMix",
+    # Issue 15, input mixers:
+    "mixup_cutmix": "mixbench.methods.mixup_cutmix:MixupCutMix",
+    "smoothmix": "mixbench.methods.smoothmix:SmoothMix",
+    "fmix": "mixbench.methods.fmix:FMix",
+    "gridmix": "mixbench.methods.gridmix:GridMix",
+    "resizemix": "mixbench.methods.resizemix:ResizeMix",
+    # hidden-state, history and attention mixers (issue 15, second half)
+    "manifoldmix": "mixbench.methods.manifoldmix:ManifoldMix",
+    "recursivemix": "mixbench.methods.recursivemix:RecursiveMix",
+    "transmix": "mixbench.methods.transmix:TransMix",
 }
 _entry_points_loaded = False
 
