@@ -50,14 +50,29 @@ def evaluated(trials: Sequence[TrialResult]) -> dict[tuple, dict[str, list[tuple
             for key, methods in sorted(groups.items())}
 
 
-def _stat(rows: list[tuple[TrialResult, dict]], get) -> tuple[float, float]:
+def _values(rows: list[tuple[TrialResult, dict]], get) -> list[float]:
     values = []
     for _, summary in rows:
         try:
             values.append(get(summary))
         except (KeyError, TypeError):
             continue
-    return mean_and_std(v for v in values if v is not None)
+    return [v for v in values if v is not None]
+
+
+def _stat(rows: list[tuple[TrialResult, dict]], get) -> tuple[float, float]:
+    return mean_and_std(_values(rows, get))
+
+
+def _cell(rows: list[tuple[TrialResult, dict]], get, digits: int = 2) -> str:
+    """mean ± std over seeds, then the 95 % Student-t interval of the mean (mixbench.stats; none with one seed)."""
+    from mixbench.evidence import fmt_interval
+    from mixbench.stats import mean_interval
+
+    values = _values(rows, get)
+    text = fmt_mean_std(*mean_and_std(values), digits)
+    interval = mean_interval(values)
+    return text if interval is None else f"{text} {fmt_interval(interval, digits=digits)}"
 
 
 def _title(key: tuple) -> str:
@@ -72,13 +87,13 @@ def calibration_tables(groups: dict) -> list[Table]:
             continue
         table = Table(title=f"Calibration: {_title(key)}", columns=["Method", "Seeds", *(c[1] for c in CALIBRATION)],
                       rows=[], align="ll" + "r" * len(CALIBRATION),
-                      caption="Headline model, mean ± std over seeds; ECE is top-label with equal-width bins; TS: "
-                              "temperature scaling fitted on half of the val split, ECE on the other half.")
+                      caption="Headline model, mean ± std over seeds [95 % Student-t interval of the mean]; ECE "
+                              "is top-label with equal-width bins; TS: temperature scaling fitted on half of the "
+                              "val split, ECE on the other half.")
         for label, rows in methods.items():
             cells = [label, str(len(rows))]
             for field, _, scale in CALIBRATION:
-                mean, std = _stat(rows, lambda s, f=field, k=scale: s[f] * k)
-                cells.append(fmt_mean_std(mean, std, 3 if field in ("nll", "brier") else 2))
+                cells.append(_cell(rows, lambda s, f=field, k=scale: s[f] * k, 3 if field in ("nll", "brier") else 2))
             table.rows.append(cells)
         tables.append(table)
     return tables
@@ -120,7 +135,7 @@ def robustness_tables(groups: dict) -> list[Table]:
         if has_fgsm:
             eps = next(s["fgsm_epsilon"] for s in summaries if "fgsm_epsilon" in s)
             columns.append(f"FGSM {eps * 255:.3g}/255 top-1 (%)")
-        caption = "Headline model, mean ± std over seeds."
+        caption = "Headline model, mean ± std over seeds [95 % Student-t interval of the mean]."
         if has_corruptions:
             caption += (" Corruptions: CIFAR-C definitions, top-1 averaged over corruptions and severities; mCE and "
                         "relative mCE with vanilla as the baseline (vanilla = 100; lower is better)"
@@ -128,14 +143,14 @@ def robustness_tables(groups: dict) -> list[Table]:
         table = Table(title=f"Robustness: {_title(key)}", columns=columns, rows=[],
                       align="ll" + "r" * (len(columns) - 2), caption=caption)
         for label, rows in methods.items():
-            cells = [label, str(len(rows)), fmt_mean_std(*_stat(rows, lambda s: s["top1"]))]
+            cells = [label, str(len(rows)), _cell(rows, lambda s: s["top1"])]
             if has_corruptions:
-                cells.append(fmt_mean_std(*_stat(rows, lambda s: s["corruption_top1"])))
+                cells.append(_cell(rows, lambda s: s["corruption_top1"]))
                 m, rel = mce(rows, baseline) if baseline else (math.nan, math.nan)
                 cells += [fmt(m, 1), fmt(rel, 1)]
-            cells += [fmt_mean_std(*_stat(rows, lambda s, f=f: s["occlusion_top1"][f])) for f in fractions]
+            cells += [_cell(rows, lambda s, f=f: s["occlusion_top1"][f]) for f in fractions]
             if has_fgsm:
-                cells.append(fmt_mean_std(*_stat(rows, lambda s: s["fgsm_top1"])))
+                cells.append(_cell(rows, lambda s: s["fgsm_top1"]))
             table.rows.append(cells)
         tables.append(table)
     return tables

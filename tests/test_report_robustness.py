@@ -37,10 +37,10 @@ def test_mce_and_relative_mce_use_vanilla_as_the_baseline(tmp_path):
     made = rr.tables([*mixup, *vanilla])
     (robustness,) = made["robustness"]
     assert [row[0] for row in robustness.rows] == ["vanilla", "mixup"]  # table order, not input order
-    assert robustness.rows[1][3:6] == ["67.50 ± 0.00", "75.0", "100.0"]
+    assert robustness.rows[1][3:6] == ["67.50 ± 0.00 [67.50, 67.50]", "75.0", "100.0"]
     assert "Occluded 50% top-1 (%)" in robustness.columns
     (calibration,) = made["calibration"]
-    assert calibration.rows[0][2:4] == ["80.00 ± 0.00", "10.00 ± 0.00"]  # ECE shown in %
+    assert calibration.rows[0][2:4] == ["80.00 ± 0.00 [80.00, 80.00]", "10.00 ± 0.00 [10.00, 10.00]"]  # ECE in %
     (per_corruption,) = made["per_corruption"]
     assert per_corruption.columns == ["Method", "a", "b"] and per_corruption.rows[1] == ["mixup", "75.0", "60.0"]
 
