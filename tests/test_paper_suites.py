@@ -156,7 +156,7 @@ def test_imagenet_family_recipes(tmp_path):
 
 
 def test_tiny_keeps_the_suites_overrides_and_writes_each_fixture_once(tmp_path):
-    from mixbench.data.fixtures import prepare_tiny
+    from mixbench.tiny import prepare_tiny
 
     tiny = prepare_tiny(suite_file("cifar100"), results=tmp_path)
     marker = tmp_path / ".tiny" / "data" / "cifar100" / ".mixbench-fixture.json"
