@@ -30,8 +30,9 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, group: str, *, accepts: Callable[[Any], bool], expected: str,
                  name_of: Callable[[Any], str | None], builtins: dict[str, str] | None = None,
-                 discover: Callable[[], None] | None = None, error: type[ValueError] = UnknownEntryError):
-        self.kind, self.group, self.expected, self.error = kind, group, expected, error
+                 discover: Callable[[], None] | None = None, error: type[ValueError] = UnknownEntryError,
+                 example: str = "package.module:attr"):
+        self.kind, self.group, self.expected, self.error, self.example = kind, group, expected, error, example
         self._accepts, self._name_of, self._discover = accepts, name_of, discover
         self.entries: dict[str, Any] = dict(builtins or {})  # name -> object, or "module:attr"
         self._loaded = False
@@ -88,7 +89,7 @@ class Registry(Generic[T]):
             obj = import_reference(name, self.kind, self.error)
         else:
             raise self.error(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())} "
-                             f"(or give one as 'package.module:attr')")
+                             f"(or give one as {self.example!r})")
         if not self._accepts(obj):
             raise self.error(f"{name!r} resolves to {obj!r}, which is not {self.expected}")
         return obj

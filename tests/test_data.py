@@ -57,12 +57,13 @@ def assert_class_colours(ds: FileDataset) -> None:
 
 
 def test_registry_lists_every_dataset_with_its_conventions():
-    assert list_datasets() == ["cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205",
-                               "cub200", "fashion_mnist", "mnist", "synthetic"]
-    families = {name: dataset_info(name).family for name in list_datasets()}
+    assert list_datasets() == ["aircraft", "cifar10", "cifar100", "cub200", "fashion_mnist", "imagefolder", "imagenet",
+                               "inat2017", "inat2018", "mnist", "places205", "synthetic", "tiny_imagenet"]
+    families = {name: dataset_info(name).family for name in list_datasets() if name != "imagefolder"}
     assert families == {"cifar10": "cifar", "cifar100": "cifar", "fashion_mnist": "cifar", "mnist": "cifar",
                         "synthetic": "cifar", "tiny_imagenet": "tiny", "imagenet": "imagenet",
-                        "inat2018": "imagenet", "places205": "imagenet", "cub200": "imagenet"}
+                        "inat2018": "imagenet", "places205": "imagenet", "cub200": "imagenet",
+                        "aircraft": "imagenet", "inat2017": "imagenet"}
     fmnist = dataset_info("fashion_mnist")
     assert (fmnist.in_chans, fmnist.image_size, fmnist.mean, fmnist.std) == (1, 28, (0.2860,), (0.3530,))
     assert fmnist.default_root == "/usr/share/datasets/fashion-mnist" and fmnist.in_memory
@@ -73,7 +74,8 @@ def test_registry_lists_every_dataset_with_its_conventions():
 
 
 def test_unknown_dataset_and_split_are_one_line_errors():
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; known: cifar10, cifar100, "):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; registered: aircraft, cifar10, cifar100, .* \(or give one as "
+                                        r"'package.module:attr'\)$"):
         dataset_info("cifar11")
     with pytest.raises(ValueError, match=r"imagenet: unknown split 'test'; use one of train, val$"):
         load_split("imagenet", "/nonexistent", "test")

@@ -104,7 +104,7 @@ def test_schema_errors_name_file_field_and_fix(tmp_path, edit, message):
          r"suite.yaml: methods\[0\].name: unknown method 'vanila'; registered: .*vanilla"),
         (("[resnet_tiny_cifar]", "[resnet81]"),
          r"suite.yaml: backbones\[0\].name: unknown backbone 'resnet81'; did you mean"),
-        (("[synthetic]", "[cifar11]"), r"suite.yaml: datasets\[0\].name: unknown dataset 'cifar11'; known: .*cifar10"),
+        (("[synthetic]", "[cifar11]"), r"suite.yaml: datasets\[0\].name: unknown dataset 'cifar11'; registered: .*cifar10"),
         (("{name: mixup, alpha: 0.4}", "{name: mixup, alhpa: 0.4}"),
          r"suite.yaml: methods\[1\]: method 'mixup' has no hyper-parameter 'alhpa'; it accepts: alpha"),
         (("{name: mixup, alpha: 0.4}", "{name: mixup, alpha: -1}"),

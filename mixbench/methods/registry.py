@@ -25,7 +25,7 @@ class UnknownMethodError(ValueError):
 METHODS: Registry[type[Method]] = Registry(
     "method", ENTRY_POINT_GROUP, error=UnknownMethodError,
     accepts=lambda obj: isinstance(obj, type) and issubclass(obj, Method),
-    expected="a mixbench Method subclass", name_of=lambda cls: cls.name,
+    expected="a mixbench Method subclass", name_of=lambda cls: cls.name, example="package.module:Class",
     builtins={  # name -> lazy "module:attr", imported when chosen
         "vanilla": "mixbench.methods.vanilla:Vanilla",
         "mixup": "mixbench.methods.mixup:Mixup",
