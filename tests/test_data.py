@@ -74,8 +74,8 @@ def test_registry_lists_every_dataset_with_its_conventions():
 
 
 def test_unknown_dataset_and_split_are_one_line_errors():
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; registered: aircraft, cifar10, cifar100, .* \(or give one as "
-                                        r"'package.module:attr'\)$"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; registered: aircraft, cifar10, cifar100, .* "
+                                         r"\(or give one as 'package.module:attr'\)$"):
         dataset_info("cifar11")
     with pytest.raises(ValueError, match=r"imagenet: unknown split 'test'; use one of train, val$"):
         load_split("imagenet", "/nonexistent", "test")

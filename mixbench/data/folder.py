@@ -192,9 +192,12 @@ def inferred_size(root: Path, relpaths: list[str]) -> int:
     step = max(1, len(relpaths) // SIZE_SAMPLE)
     sides = []
     for relpath in relpaths[::step][:SIZE_SAMPLE]:
-        with Image.open(root / relpath) as img:  # reads the header only
-            sides.append(max(img.size))
-    return min(MAX_INFERRED_SIZE, int(statistics.median(sides)))
+        try:
+            with Image.open(root / relpath) as img:  # reads the header only
+                sides.append(max(img.size))
+        except (OSError, ValueError):
+            continue  # `check` names every unreadable file (DatasetSpec.verify)
+    return min(MAX_INFERRED_SIZE, int(statistics.median(sides))) if sides else MAX_INFERRED_SIZE
 
 
 def fingerprint(root: Path, listing: Listing, mode: str) -> str:
@@ -220,8 +223,12 @@ def channel_stats(root: Path, listing: Listing, mode: str) -> tuple[tuple[float,
     total = total_sq = 0.0
     pixels = 0
     for relpath, _ in listing.train:
-        with Image.open(root / relpath) as img:
-            array = np.asarray(img.convert(mode), dtype=np.float64).reshape(-1, len(mode)) / 255.0
+        try:
+            with Image.open(root / relpath) as img:
+                array = np.asarray(img.convert(mode), dtype=np.float64).reshape(-1, len(mode)) / 255.0
+        except (OSError, ValueError) as err:
+            raise OSError(f"{NAME}: mean/std auto cannot read {root / relpath} ({err}); fix: re-encode or delete the "
+                          f"file") from err
         total = total + array.sum(0)
         total_sq = total_sq + np.square(array).sum(0)
         pixels += array.shape[0]
