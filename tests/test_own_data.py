@@ -315,3 +315,17 @@ def test_a_plugin_dataset_from_an_entry_point_runs_in_a_suite(tmp_path, capsys, 
     direct = write_suite(tmp_path, suite_text("['labdata:SPEC']"))
     (trial, _) = expand(load_suite(direct), direct)
     assert trial.dataset.key == "labsquares" and trial.dirname.startswith("labsquares-")
+
+
+def test_the_readmes_own_data_suite_expands_on_a_users_tree(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("```yaml\n# flowers.yaml\n", 1)[1].split("```", 1)[0]
+    root = write_user_tree(tmp_path / "flowers", {"tulip": 10, "daisy": 10, "rose": 10})
+    path = write_suite(tmp_path, block.replace("/data/flowers", str(root)))
+    trials = expand(load_suite(path), path)
+    assert len(trials) == 2 * 6 * 3
+    ds = trials[0].dataset
+    assert (ds.key, ds.classes, ds.val_fraction, ds.split_seed) == ("flowers", ["daisy", "rose", "tulip"], 0.1, 0)
+    info = ds.info()
+    assert info.mean != (0.485, 0.456, 0.406) and len(info.std) == 3
+    assert {t.dirname.split("-")[0] for t in trials} == {"flowers"}
