@@ -314,6 +314,47 @@ def test_cub_official_split_and_one_based_classes(tmp_path):
     assert_class_colours(test)
 
 
+def test_aircraft_trainval_test_lists_and_levels(tmp_path):
+    from mixbench.data.aircraft import write_aircraft
+
+    write_aircraft(tmp_path, num_classes=4, n_trainval_per_class=3, n_test_per_class=2)
+    train = load_split("aircraft", tmp_path, "train", image_size=24)
+    test = load_split("aircraft", tmp_path / "fgvc-aircraft-2013b", "test", image_size=24)
+    assert (len(train), len(test), test.split) == (12, 8, "val")
+    # Class index = position in variants.txt (not sorted); names keep their spaces.
+    assert train.classes == ["Boeing 707-320", "A300B4", "Cessna 525", "DC-3"]
+    assert train.labels.tolist() == [0, 1, 2, 3] * 3
+    assert_class_colours(train)
+    assert_class_colours(test)
+    family = load_split("aircraft", tmp_path, "train", options={"level": "family"})
+    assert family.info.num_classes == 70 and family.classes[2] == "Family Cessna"
+    assert dataset_info("aircraft").num_classes == 100
+    listed = tmp_path / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt"
+    listed.write_text(listed.read_text() + "1234567 Concorde\n")
+    with pytest.raises(ValueError, match=r"aircraft: .*images_variant_test.txt:9: expected '<image id> <variant of "
+                                         r"variants.txt>', got '1234567 Concorde'; fix: re-extract"):
+        load_split("aircraft", tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match=r"aircraft: no fgvc-aircraft-2013b/data/images under .*; extract "
+                                                r"fgvc-aircraft-2013b.tar.gz there"):
+        load_split("aircraft", tmp_path / "nothing", "train")
+
+
+def test_inat2017_json_and_its_own_image_folder(tmp_path):
+    from mixbench.data.inaturalist import write_inat
+
+    write_inat(tmp_path, "2017", num_classes=3, n_train_per_class=2, n_val_per_class=2)
+    train = load_split("inat2017", tmp_path, "train", image_size=24)
+    val = load_split("inat2017", tmp_path, "val", image_size=24)
+    assert (len(train), len(val), train.classes) == (6, 6, ["Species 0", "Species 1", "Species 2"])
+    assert train.labels.tolist() == [2, 1, 0, 2, 1, 0]  # the file's image order, label = category_id
+    assert all(p.startswith(b"train_val_images/") for p in train.relpaths.tolist())
+    assert_class_colours(train)
+    assert_class_colours(val)
+    with pytest.raises(FileNotFoundError, match=r"inat2017: no val2017.json under .*; extract train_val_images.tar.gz "
+                                                r"and train_val2017.zip there"):
+        load_split("inat2017", tmp_path / "train_val_images", "val")
+
+
 # --- synthetic ----------------------------------------------------------------------------------------------
 
 

@@ -329,3 +329,13 @@ def test_the_readmes_own_data_suite_expands_on_a_users_tree(tmp_path):
     info = ds.info()
     assert info.mean != (0.485, 0.456, 0.406) and len(info.std) == 3
     assert {t.dirname.split("-")[0] for t in trials} == {"flowers"}
+
+
+def test_check_and_fixtures_do_not_import_each_other():
+    import subprocess
+
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('mixbench.')))")
+    for module, other in (("mixbench.check", "mixbench.data.fixtures"), ("mixbench.data.fixtures", "mixbench.check")):
+        out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True).stdout
+        assert other not in out and "mixbench.tiny" not in out, (module, out)
