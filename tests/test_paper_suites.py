@@ -22,7 +22,8 @@ METHODS = {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
 # Issue 15's mixers, where openmixup's tables benchmark them, and timm's switch everywhere.
 ISSUE15 = {name: {"fmix", "resizemix", "gridmix", "smoothmix", "mixup_cutmix"}
            for name in ("cifar10", "cifar100", "tiny_imagenet")}
-ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"} for name in ("imagenet", "inat2018", "places205")}
+ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"}
+            for name in ("imagenet", "inat2018", "places205", "cub200", "aircraft", "inat2017")}
 for name in ("cifar10", "cifar100", "tiny_imagenet", "imagenet"):  # ManifoldMix is in these tables too
     ISSUE15[name] = ISSUE15[name] | {"manifoldmix"}
 
@@ -214,7 +215,7 @@ def test_fine_grained_and_inat2017_recipes_and_their_claims(tmp_path):
     assert set(names) == {"CUB-200-2011", "FGVC-Aircraft", "iNaturalist2017"}
     with open(REPO / "mixbench" / "claims" / "published.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["dataset"] in names and r["metric"] == "top1_acc"]
-    assert len(rows) == 12 + 12 + 17
+    assert len(rows) == 12 + 12 + 17 + 4 + 4 + 6  # the six methods, then FMix and ResizeMix (issue 15)
     grids = {name: trials_of(name, tmp_path) for name in names.values()}
     for row in rows:
         trial = grids[names[row["dataset"]]].get((claim_backbone(row["timm_model"], row["backbone"]), row["method"]))
