@@ -232,3 +232,15 @@ def test_results_files_get_the_permissions_of_an_ordinary_file_not_a_private_one
     os.umask(mask)
     atomic_write_text(tmp_path / "record.json", "{}")
     assert (tmp_path / "record.json").stat().st_mode & 0o777 == 0o666 & ~mask  # readable by the group, as open()'s
+
+
+def test_evaluate_refuses_a_planted_checkpoint_too(tmp_path):
+    from types import SimpleNamespace
+
+    from mixbench.evaluate import load_weights
+
+    marker = tmp_path / "ran"
+    torch.save({"epoch": 1, "payload": RunsCode(marker)}, tmp_path / "last.pt")
+    with pytest.raises(TrialFailed, match=r"last.pt: refused to load"):
+        load_weights(SimpleNamespace(device="cpu", config=tiny()), tmp_path / "last.pt")
+    assert not marker.exists()
