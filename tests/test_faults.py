@@ -24,7 +24,7 @@ from mixbench.results import read_metrics, read_record
 from mixbench.suite import expand, load_suite
 
 REPO = Path(__file__).parents[1]
-EPOCHS = 3
+EPOCHS = 6  # a trial keeps previous.pt from its 2nd epoch to its last: a wide window to tear last.pt in
 TIMING = {"train_seconds", "images_per_sec", "epoch_seconds", "peak_memory_mb"}
 KINDS = ("record", "metrics", "checkpoint")
 
