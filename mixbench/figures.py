@@ -13,23 +13,41 @@ picture. Plot modules call them instead of repeating layout tricks:
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.text import Text
+from matplotlib.textpath import TextToPath
 from matplotlib.transforms import Bbox
 
-# Width of an average character relative to the font size, for DejaVu Sans (matplotlib's default) with some
-# margin for wide glyphs: 0.6 keeps capitals and digits inside the estimate.
+# Width of an average character relative to the font size, for placing point labels before they are drawn.
 CHAR_WIDTH = 0.6
 
 
+def text_width(text: str, fontsize: float) -> float:
+    """Width in points of one line of `text` in matplotlib's default font at `fontsize` (measured, not guessed)."""
+    prop = FontProperties(size=fontsize)
+    width, _, _ = TextToPath().get_text_width_height_descent(text, prop, ismath=False)
+    return width
+
+
 def wrap_title(text: str, width_in: float, fontsize: float = 12.0) -> str:
-    """`text` with its lines wrapped at word boundaries so that each fits `width_in` inches at `fontsize` pt."""
-    per_line = max(12, int(width_in * 72 / (CHAR_WIDTH * fontsize)))
-    return "\n".join(textwrap.fill(line, per_line) if line else line for line in text.split("\n"))
+    """`text` with its lines wrapped at spaces so that each fits `width_in` inches at `fontsize` pt (a single word
+    wider than that stays whole)."""
+    room = width_in * 72 * 0.95  # a margin for the layout's padding
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and text_width(candidate, fontsize) > room:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def legend_beside(ax, **options):

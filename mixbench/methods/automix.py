@@ -197,7 +197,9 @@ class AutoMix(Method):
     version = 1
     lam_note = ("AutoMix's labels use the drawn λ, while the Mix Block's mask is only pulled towards it by the "
                 "mask loss (the batch's mean share within mask_loss_margin of λ, not each sample's), so a mask's "
-                "mean can differ from λ; a λ within lam_margin of 0 or 1 falls back to Mixup (a uniform mask).")
+                "mean can differ from λ; a λ within lam_margin of 0 or 1 falls back to Mixup (a uniform mask). "
+                "Without lam_concat (the CIFAR and Tiny-ImageNet cards) the Mix Block never sees λ, so its masks "
+                "are the same at every λ.")
 
     def __init__(
         self,
