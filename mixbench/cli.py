@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="mix with this trial's trained network (AutoMix: its Mix Block too) instead of a "
                            "display network")
     show.add_argument("--backbone", help="the display network a model-aware method (PuzzleMix, AutoMix) is trained "
-                      "on before mixing (default test_resnet)")
+                      "on before mixing (default resnet_tiny_cifar)")
     show.add_argument("--display-steps", type=int, metavar="N",
                       help="training steps of that display network (default 240 of 32 images; cached)")
     show.add_argument("--cache-dir", help="where display networks are cached (default ~/.cache/mixbench/display, "
