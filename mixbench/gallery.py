@@ -210,10 +210,11 @@ def show_method(
     if lams:
         notes.append(f"λ fixed at {', '.join(f'{v:g}' for v in lams)} (--lam); partners and every other draw are "
                      f"the same in each column.")
-    if any(asked is not None and _realised_differs(mixed, asked) for asked, mixed in columns):
-        notes.append("Where λ is not the asked one the method recomputed it from what it drew (CutMix: the box is "
-                     "clipped at the image border, so more of A stays).")
-    if any(_lam_differs(mixed) for _, mixed in columns) and type(method).lam_note:
+    realised = any(asked is not None and _realised_differs(mixed, asked) for asked, mixed in columns)
+    if realised and not type(method).lam_note:
+        notes.append("Where λ is not the asked one the method set it from what it drew (e.g. CutMix: a box clipped "
+                     "at the image border keeps more of A).")
+    if (realised or any(_lam_differs(mixed) for _, mixed in columns)) and type(method).lam_note:
         notes.append(type(method).lam_note)
     if network is not None:
         notes.append(network.caption + ".")
