@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from mixbench import plots
+from mixbench import evidence, plots
 from mixbench.claims import COLUMNS, compare_all, load_claims
 from mixbench.figures import legend_beside, place_point_labels, renderer, save, text_outside_canvas, wrap_title
 from mixbench.report import accuracy_tables, claims_frame, curves_frame, load_results, summarize_trials
@@ -43,13 +43,14 @@ METHODS = ["vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"]
 
 @pytest.fixture
 def results(tmp_path) -> Path:
-    """Six methods at 2 and 6 epochs, last_n 10 (so the medians are of 2 and of 6 epochs), 2 seeds, with
+    """Six methods at 2, 6 and 12 epochs, last_n 10 (so the medians are of 2, 6 and 10 epochs), 2 seeds, with
     accuracies and times so close that naive point labels would collide."""
     root = tmp_path / "results"
     for k, method in enumerate(METHODS):
         for seed in (0, 1):
             write_trial(root, method, seed, [60.0 + k * 0.1, 70.0 + k * 0.1 + seed], 2, 10, 10.0 + k * 0.05)
             write_trial(root, method, seed, [50.0, 60, 70, 80, 85, 86 + k * 0.1 + seed], 6, 10, 10.0 + k * 0.05)
+            write_trial(root, method, seed, [50.0 + i + k * 0.2 + seed for i in range(12)], 12, 10, 10.0 + k * 0.05)
     return root
 
 
@@ -66,9 +67,12 @@ def every_plot(results: Path, claims_file: Path) -> dict[str, Figure]:
     trials = load_results(results)
     summary = summarize_trials(trials)
     compared = claims_frame(compare_all(load_claims([claims_file], published=False), trials))
+    proof = evidence.collect(trials)
     return {"gain_over_vanilla": plots.gain_over_vanilla(summary), "top1_vs_epoch": plots.top1_vs_epoch(
         curves_frame(trials)), "measured_vs_claimed": plots.measured_vs_claimed(compared),
-        "accuracy_vs_cost": plots.accuracy_vs_cost(summary)}
+        "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
+        "paired_differences": plots.paired_differences(evidence.paired_frame(proof)),
+        "average_rank": plots.average_rank(evidence.rank_frame(proof))}
 
 
 def extent(artist, fig) -> Bbox:
@@ -90,7 +94,7 @@ def test_every_report_plot_keeps_its_text_on_the_canvas_and_its_legend_off_the_d
 def test_point_labels_do_not_overlap(results, claims_file):
     fig = every_plot(results, claims_file)["accuracy_vs_cost"]
     boxes = [extent(t, fig) for t in fig.axes[0].texts]
-    assert len(boxes) == 2 * len(METHODS)  # one "N ep" label per method and budget
+    assert len(boxes) == 3 * len(METHODS)  # one "N ep" label per method and budget
     assert not [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
 
 
@@ -99,11 +103,13 @@ def test_headers_name_the_window_actually_used(results, claims_file):
     tables = {t.title: t for t in accuracy_tables(summarize_trials(load_results(results)))}
     assert [row[1] for row in tables["Top-1 accuracy (%), synthetic, 2 epochs"].rows] == ["median last 2", "best"]
     assert [row[1] for row in tables["Top-1 accuracy (%), synthetic, 6 epochs"].rows] == ["median last 6", "best"]
+    assert [row[1] for row in tables["Top-1 accuracy (%), synthetic, 12 epochs"].rows] == ["median last 10", "best"]
     gain = every_plot(results, claims_file)["gain_over_vanilla"]
     assert [ax.get_title() for ax in gain.axes if ax.get_visible()] == [
-        "synthetic, 2 epochs (median of last 2)", "synthetic, 6 epochs (median of last 6)"]
+        "synthetic, 2 epochs (median of last 2)", "synthetic, 6 epochs (median of last 6)",
+        "synthetic, 12 epochs (median of last 10)"]
     cost = every_plot(results, claims_file)["accuracy_vs_cost"]
-    assert cost.axes[0].get_ylabel().startswith("median top-1 of last 2/6 epochs (%)")
+    assert cost.axes[0].get_ylabel().startswith("median top-1 of last 2/6/10 epochs (%)")
 
 
 def test_a_long_title_is_wrapped_to_fit_a_narrow_figure():
