@@ -69,6 +69,7 @@ class DisplayNetwork:
     dataset: str
     data_root: str | None
     image_size: int
+    backbone_name: str
     caption: str  # which network this is, in words, for the gallery
 
 
@@ -224,4 +225,4 @@ def from_trial(trial_dir: str | Path, name: str, hparams: dict[str, Any] | None 
                + (f" (val top-1 {top1:.1f}%)" if top1 is not None else ""))
     return DisplayNetwork(backbone=backbone, method=method, dataset=config.dataset.name,
                           data_root=str(data_root) if data_root is not None else config.dataset.root,
-                          image_size=size, caption=caption)
+                          image_size=size, backbone_name=config.backbone.name, caption=caption)

@@ -13,7 +13,8 @@ How a method is asked for its mixed batch (the protocol; nothing is special-case
    backbone (train mode, gradients enabled), the normalised batch `x` (float N,C,H,W), its labels `y` (int64 N)
    and a seeded CPU `torch.Generator`; it returns the batch it would train on, at ratio `lam` if given. If its
    class sets `mixes_with_model` (PuzzleMix, AutoMix) the backbone is a trained one, never a random one: a
-   trial's (`trial_dir`, `--from`) or a small display network trained for the picture (`mixbench.display`);
+   trial's (`trial_dir`, `--from`) or a small display network trained for the picture (`mixbench.display`) on
+   `DISPLAY_BACKBONE`, or the network the method's class names in `display_backbone` (TransMix: a ViT);
 3. any other method cannot be shown: `GalleryUnsupported` says so in one line.
 
 Images come from the dataset's validation split (`synthetic` needs no files), one per class, chosen by the
@@ -156,7 +157,7 @@ def show_method(
     seed: int = 0,
     n: int = 4,
     image_size: int | None = None,
-    backbone: str = DISPLAY_BACKBONE,
+    backbone: str | None = None,
     hparams: dict[str, Any] | None = None,
     lams: Sequence[float] | None = None,
     trial_dir: str | Path | None = None,
@@ -179,11 +180,13 @@ def show_method(
             raise ValueError(f"--from {trial_dir}: that trial trained on {network.dataset}, not {dataset}; fix: drop "
                              f"--dataset (the gallery then shows {network.dataset}) or pass a {dataset} trial")
         dataset, data_root, method = network.dataset, network.data_root, network.method
-        size = display_size(method, network.image_size, backbone, image_size)
+        size = display_size(method, network.image_size, network.backbone_name, image_size)
     else:
         dataset = dataset or "synthetic"
         info = dataset_info(dataset)
         method = create_method(name, **method_hparams(name, dataset, hparams))
+        # A method that runs on one kind of network only (TransMix: a ViT) names its own display network.
+        backbone = backbone or getattr(method, "display_backbone", DISPLAY_BACKBONE)
         if not can_show(method):
             raise unsupported(method)  # before any data is read or any network trained
         size = display_size(method, info.image_size, backbone, image_size)
@@ -196,6 +199,15 @@ def show_method(
     images, labels, classes = sample_batch(dataset, data_root, n, seed, size)
     x = device_augment(info, train=False, image_size=size)(images, None)
     net = network.backbone if network is not None else None
+    if net is None and not isinstance(method, InputMixer):
+        # A picture that needs no learned network (ManifoldMix, RecursiveMix) still gets one set up, as training
+        # would give it; random weights, fixed by the seed, since nothing shown depends on them.
+        from mixbench.models import create_backbone
+
+        torch.manual_seed(seed)
+        net = create_backbone(backbone, num_classes=info.num_classes, image_size=size, in_chans=info.in_chans)
+        method.setup(net, info.num_classes)
+        net.train()
     gen = torch.Generator().manual_seed(seed)
     state = first_mixing_state(method, x, labels, gen, net)
     if lams and not can_fix_lam(method, x, gen):

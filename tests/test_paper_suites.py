@@ -22,6 +22,8 @@ METHODS = {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
 ISSUE15 = {name: {"fmix", "resizemix", "gridmix", "smoothmix", "mixup_cutmix"}
            for name in ("cifar10", "cifar100", "tiny_imagenet")}
 ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"} for name in ("imagenet", "inat2018", "places205")}
+for name in ("cifar10", "cifar100", "tiny_imagenet", "imagenet"):  # ManifoldMix is in these tables too
+    ISSUE15[name] = ISSUE15[name] | {"manifoldmix"}
 
 
 def methods_of(name: str) -> set[str]:

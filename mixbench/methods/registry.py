@@ -31,6 +31,10 @@ _REGISTRY: dict[str, type[Method] | str] = {
     "fmix": "mixbench.methods.fmix:FMix",
     "gridmix": "mixbench.methods.gridmix:GridMix",
     "resizemix": "mixbench.methods.resizemix:ResizeMix",
+    # hidden-state, history and attention mixers (issue 15, second half)
+    "manifoldmix": "mixbench.methods.manifoldmix:ManifoldMix",
+    "recursivemix": "mixbench.methods.recursivemix:RecursiveMix",
+    "transmix": "mixbench.methods.transmix:TransMix",
 }
 _entry_points_loaded = False
 
