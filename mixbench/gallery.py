@@ -107,23 +107,43 @@ def sample_batch(dataset: str, root: str | Path | None, n: int, seed: int,
     return images, torch.as_tensor([int(labels[i]) for i in picked]), list(split.classes)
 
 
-def display_size(method: Method, native: int, backbone: str, asked: int | None = None) -> int:
-    """The image size to show the method at: `asked` if given (it must suit the method), else the smallest size
-    from the dataset's `native` one up to 4× that the method accepts, as a suite's recipe.image_size would be."""
+def display_size(method: Method, native: int, backbone: str, asked: int | None = None, in_chans: int = 3) -> int:
+    """The image size to show the method at: `asked` if given (it must suit the method and the backbone), else the
+    smallest size from the dataset's `native` one up to 4× that both accept, as a suite's recipe.image_size would
+    be (Fashion-MNIST's 28 px: 32 for PuzzleMix's grids and for a ViT's 16-px patches)."""
     if asked is not None:
         method.check_input((asked, asked), backbone)
+        why = _backbone_refuses(backbone, asked, in_chans)
+        if why:
+            raise ValueError(f"--image-size {asked}: {backbone} cannot take {asked}-px images ({why}); fix: another "
+                             f"--image-size")
         return asked
     for size in range(native, 4 * native + 1):
         try:
             method.check_input((size, size), backbone)
         except ValueError:
             continue
-        return size
+        if not _backbone_refuses(backbone, size, in_chans):
+            return size
     try:
         method.check_input((native, native), backbone)
     except ValueError as err:
         raise ValueError(f"{err}; or pass --image-size") from None
-    return native
+    raise ValueError(f"{backbone} takes no image size from {native} to {4 * native} px; fix: pass --image-size")
+
+
+def _backbone_refuses(backbone: str, size: int, in_chans: int) -> str | None:
+    """Why `backbone` cannot run on size × size images (a ViT's patches must divide them), or None; built and run
+    on the meta device, so it costs no memory and no time."""
+    from mixbench.models import create_backbone
+
+    with torch.device("meta"):
+        try:
+            model = create_backbone(backbone, num_classes=10, image_size=size, in_chans=in_chans)
+            model(torch.empty(1, in_chans, size, size))
+        except (AssertionError, RuntimeError, ValueError) as err:
+            return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
 
 
 def mix_batch(method: Method, x: Tensor, y: Tensor, gen: torch.Generator, backbone: nn.Module | None = None,
@@ -180,7 +200,8 @@ def show_method(
             raise ValueError(f"--from {trial_dir}: that trial trained on {network.dataset}, not {dataset}; fix: drop "
                              f"--dataset (the gallery then shows {network.dataset}) or pass a {dataset} trial")
         dataset, data_root, method = network.dataset, network.data_root, network.method
-        size = display_size(method, network.image_size, network.backbone_name, image_size)
+        size = display_size(method, network.image_size, network.backbone_name, image_size,
+                            dataset_info(dataset).in_chans)
     else:
         dataset = dataset or "synthetic"
         info = dataset_info(dataset)
@@ -189,7 +210,7 @@ def show_method(
         backbone = backbone or getattr(method, "display_backbone", DISPLAY_BACKBONE)
         if not can_show(method):
             raise unsupported(method)  # before any data is read or any network trained
-        size = display_size(method, info.image_size, backbone, image_size)
+        size = display_size(method, info.image_size, backbone, image_size, info.in_chans)
         if method.mixes_with_model:
             network = display_network(name, dataset, data_root, seed, size, hparams, backbone, budget, cache_dir, log)
             method = network.method
@@ -336,7 +357,7 @@ def write_all(out_dir: Path, log: Callable[[str], None] = print, **options: Any)
 
     A method whose λ cannot be fixed (vanilla) is drawn with its own draw when `lams` is given, and says so.
     """
-    from mixbench.methods.registry import UnknownMethodError, list_methods
+    from mixbench.methods.registry import list_methods
 
     skipped: dict[str, str] = {}
     for name in list_methods():
@@ -349,8 +370,8 @@ def write_all(out_dir: Path, log: Callable[[str], None] = print, **options: Any)
                     raise
                 log(f"{name}: {err}; drawn with its own λ")
                 write_gallery(out, name, log=log, **{**options, "lams": None})
-        except (GalleryUnsupported, UnknownMethodError, ValueError, FileNotFoundError) as err:
-            skipped[name] = str(err)
+        except Exception as err:  # one method that cannot be drawn (or whose network fails) must not stop the rest
+            skipped[name] = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
             log(f"{name}: not drawn: {err}")
             continue
         log(f"{name}: {out}")

@@ -313,3 +313,14 @@ def test_write_all_reports_the_methods_it_could_not_draw(probes, tmp_path, monke
     monkeypatch.setattr(registry, "list_methods", lambda: ["mixup", "no_display"])
     skipped = write_all(tmp_path, log=lambda line: None, n=2)
     assert list(skipped) == ["no_display"] and (tmp_path / "mixup.png").is_file()
+
+
+def test_the_size_is_the_first_the_method_and_the_backbone_both_take():
+    from mixbench.gallery import display_size
+    from mixbench.methods import create_method
+
+    assert display_size(create_method("mixup"), 28, "resnet_tiny_cifar", in_chans=1) == 28
+    assert display_size(create_method("mixup"), 28, "test_vit", in_chans=1) == 32  # 16-px patches
+    with pytest.raises(ValueError, match=r"^--image-size 28: test_vit cannot take 28-px images \(.*\); fix: another "
+                                         r"--image-size"):
+        display_size(create_method("mixup"), 28, "test_vit", asked=28, in_chans=1)
