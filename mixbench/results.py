@@ -67,6 +67,8 @@ class TrialRecord(BaseModel):
     started_at: str | None = None
     updated_at: str | None = None
     config: dict[str, Any] = {}
+    evaluation: dict[str, dict[str, Any]] = {}  # per model: calibration, corruption, occlusion, FGSM (evaluate.py)
+    time_eval_s: float | None = None  # seconds spent in that evaluation, apart from time_total_s
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -181,7 +183,7 @@ def pending_record(config: dict[str, Any]) -> TrialRecord:
 
     trial = TrialConfig.model_validate(config)
     return TrialRecord(
-        trial_id=trial.trial_id, suite=trial.suite, dataset=trial.dataset.name, backbone=trial.backbone.name,
+        trial_id=trial.trial_id, suite=trial.suite, dataset=trial.dataset.key, backbone=trial.backbone.name,
         method=trial.method, method_label=trial.method_label, method_version=trial.method_version,
         hparams=trial.hparams, seed=trial.seed, status="pending", epochs=trial.recipe.epochs,
         last_n=trial.recipe.last_n, config=trial.model_dump(mode="json"),
@@ -192,5 +194,5 @@ def records_frame(records: list[TrialRecord]):
     """One flat row per trial (config and nested dicts left out)."""
     import pandas as pd
 
-    rows = [r.model_dump(exclude={"config", "models", "versions", "hparams"}) for r in records]
+    rows = [r.model_dump(exclude={"config", "models", "versions", "hparams", "evaluation"}) for r in records]
     return pd.DataFrame(rows)

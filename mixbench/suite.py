@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AXES = ("dataset", "backbone", "method", "seed")
 
@@ -68,11 +68,32 @@ def _name_or_mapping(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-class DatasetConfig(Strict):
+class DatasetConfig(BaseModel):
+    """A dataset entry: `cifar10`, `{name: imagefolder, root: PATH, label: flowers}`, or a plug-in's spec as
+    `package.module:attr`. Keys other than these fields are the dataset's options (`mixbench.data.folder` lists
+    imagefolder's); its spec validates them."""
+
+    model_config = ConfigDict(extra="allow")
     name: str
     root: str | None = None  # not part of the trial id: moving the data does not redo the trial
+    label: str | None = None  # how the dataset appears in tables, trial folders and --data-root; default: name
     limit_per_class: int | None = Field(None, gt=0)  # train images kept per class (tiny runs)
     val_limit_per_class: int | None = Field(None, gt=0)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def key(self) -> str:
+        """The dataset's name in tables, records, trial folders, `--data-root KEY=PATH` and MIXBENCH_DATA_<KEY>."""
+        return self.label or self.name
+
+    def info(self) -> Any:
+        """The `DatasetInfo` of this entry (a configurable dataset's depends on its options and files)."""
+        from mixbench.data import dataset_info
+
+        return dataset_info(self.name, self.options, self.root)
 
 
 class BackboneConfig(Strict):
@@ -124,6 +145,53 @@ class Resources(Strict):
     slurm: dict[str, Any] = {}  # submitit options (partition, account, timeout_min, ...)
 
 
+class EvaluationConfig(Strict):
+    """What is measured beyond top-1 after the last epoch (mixbench.evaluate); it never changes the trial id."""
+
+    calibration: bool = True  # ECE (15/10 bins), MCE, NLL, Brier, temperature scaling
+    corruptions: Literal["all", "none"] | list[str] = "none"  # CIFAR-C corruptions of the val split
+    severities: list[int] = [1, 2, 3, 4, 5]
+    occlusion: list[float] = [0.25, 0.5]  # fractions of patches dropped; [] for none
+    occlusion_grid: int = Field(4, ge=1)  # patches per side
+    fgsm: bool = True
+    fgsm_epsilon: float = Field(8 / 255, gt=0, le=1)  # in [0, 1] pixel units
+    seed: int = 0  # of the corrupted sets, occlusion patches and the temperature-scaling split
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, value: Any) -> Any:
+        from mixbench.evaluation.corruptions import CORRUPTIONS
+
+        unknown = [c for c in value if c not in CORRUPTIONS] if isinstance(value, list) else []
+        if unknown:
+            raise ValueError(f"unknown corruption {', '.join(map(repr, unknown))}; allowed: all, none or a list of "
+                             f"{', '.join(CORRUPTIONS)}")
+        return value
+
+    @field_validator("severities")
+    @classmethod
+    def _severities_in_range(cls, value: list[int]) -> list[int]:
+        bad = [s for s in value if not 1 <= s <= 5]
+        if bad or not value:
+            raise ValueError(f"severity {bad or value} outside 1-5; allowed: a non-empty list of 1, 2, 3, 4, 5")
+        return value
+
+    @field_validator("occlusion")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError(f"occlusion fractions {value} must lie strictly between 0 and 1")
+        return value
+
+    @property
+    def corruption_names(self) -> list[str]:
+        from mixbench.evaluation.corruptions import CORRUPTIONS
+
+        if self.corruptions == "all":
+            return list(CORRUPTIONS)
+        return [] if self.corruptions == "none" else list(self.corruptions)
+
+
 NameList = Annotated[list, BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)]
 
 
@@ -138,6 +206,7 @@ class Suite(Strict):
     overrides: list[Override] = []
     resources: Resources = Resources()
     results_dir: str = "results"  # relative to the current directory; trials go to <results_dir>/<name>/
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 class TrialConfig(Strict):
@@ -153,11 +222,15 @@ class TrialConfig(Strict):
     seed: int
     recipe: Recipe
     resources: Resources = Resources()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def identity(self) -> dict[str, Any]:
-        """What the id hashes: the config less where the data lives and how many devices run it."""
-        data = self.model_dump(mode="json", exclude={"resources": True, "dataset": {"root"}})
+        """What the id hashes: the config less where the data lives, how many devices run it and what is
+        measured after training (none of which changes the trained model)."""
+        data = self.model_dump(mode="json", exclude={"resources": True, "evaluation": True, "dataset": {"root"}})
         data.pop("suite")
+        if data["dataset"].get("label") is None:  # ids from before dataset labels existed stay the same
+            data["dataset"].pop("label", None)
         return data
 
     @property
@@ -167,12 +240,13 @@ class TrialConfig(Strict):
 
     @property
     def dirname(self) -> str:
-        return f"{self.dataset.name}-{self.backbone.name}-{self.method_label}-s{self.seed}-{self.trial_id[:8]}"
+        dataset = re.sub(r"[^\w.-]", "_", self.dataset.key)
+        return f"{dataset}-{self.backbone.name}-{self.method_label}-s{self.seed}-{self.trial_id[:8]}"
 
     @property
     def axes(self) -> dict[str, Any]:
         return {
-            "dataset": self.dataset.name,
+            "dataset": [self.dataset.key, self.dataset.name],
             "backbone": self.backbone.name,
             "method": [self.method_label, self.method],
             "seed": self.seed,
@@ -198,8 +272,8 @@ def _owner(loc: tuple) -> type[BaseModel] | None:
     shape = re.sub(r"\[\d+\]", "[]", parent)
     return {
         "": Suite, "recipe": Recipe, "recipe.optimizer": OptimizerConfig, "recipe.schedule": ScheduleConfig,
-        "datasets[]": DatasetConfig, "backbones[]": BackboneConfig, "overrides[]": Override,
-        "resources": Resources,
+        "backbones[]": BackboneConfig, "overrides[]": Override,
+        "resources": Resources, "evaluation": EvaluationConfig,
     }.get(shape)
 
 
@@ -271,14 +345,14 @@ def data_root_from_env(dataset: str) -> str | None:
 def resolve_root(ds: DatasetConfig, data_roots: dict[str, str], default_root: str | None) -> str | None:
     """Where a dataset's files are: --data-root, then MIXBENCH_DATA_<NAME>, then the suite's root:, then the
     dataset's usual place."""
-    return data_roots.get(ds.name) or data_root_from_env(ds.name) or ds.root or default_root
+    return data_roots.get(ds.key) or data_root_from_env(ds.key) or ds.root or default_root
 
 
 def expand(
     suite: Suite, path: str | Path = "<suite>", data_roots: dict[str, str] | None = None
 ) -> list[TrialConfig]:
     """Every trial of the grid, resolved and validated (methods, backbones, datasets, data roots)."""
-    from mixbench.data import dataset_info
+    from mixbench.data.registry import OptionError, dataset_spec, resolve_dataset
     from mixbench.methods.cards import card_defaults
     from mixbench.methods.registry import create_method, get_method_class
     from mixbench.models import check_backbone_name
@@ -291,19 +365,40 @@ def expand(
         if (line := f"{path}: {field}: {message}") not in problems:
             problems.append(line)
 
+    keys = [ds.key for ds in suite.datasets]
     for i, ds in enumerate(suite.datasets):
+        if keys.count(ds.key) > 1:
+            fail(f"datasets[{i}].label", f"{ds.key!r} names two datasets of the suite; fix: give each a distinct "
+                 f"label:")
+            continue
         try:
-            info = dataset_info(ds.name)
+            spec = dataset_spec(ds.name)
         except ValueError as err:
             fail(f"datasets[{i}].name", str(err))
             continue
+        info = spec.info
         root = resolve_root(ds, data_roots, info.default_root)
         if info.default_root is None and root is None and not info.in_memory:
-            fail(f"datasets[{i}].root", f"{ds.name} needs a data root; set root:, --data-root {ds.name}=PATH "
-                 f"or MIXBENCH_DATA_{ds.name.upper()}")
-        elif root is not None and not Path(root).exists():
-            fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.name}=PATH, "
-                 f"or MIXBENCH_DATA_{ds.name.upper()}) at the {ds.name} files")
+            fail(f"datasets[{i}].root", f"{ds.key} needs a data root; set root:, --data-root {ds.key}=PATH "
+                 f"or MIXBENCH_DATA_{ds.key.upper()}")
+            continue
+        if root is not None and not Path(root).exists():
+            fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.key}=PATH, "
+                 f"or MIXBENCH_DATA_{ds.key.upper()}) at the {ds.key} files")
+            continue
+        try:
+            info, recorded = resolve_dataset(ds.name, ds.options, root)
+        except OptionError as err:
+            close = difflib.get_close_matches(err.key, sorted(DatasetConfig.model_fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            fail(f"datasets[{i}].{err.key}", f"{err}{hint}")
+            continue
+        except (FileNotFoundError, ValueError, OSError) as err:
+            fail(f"datasets[{i}].root", str(err))
+            continue
+        # A plug-in named by "module:attr" gets its spec's name as label (a trial folder holds no colon).
+        label = ds.label or (spec.name if ":" in ds.name else None)
+        dataset = {**ds.model_dump(), "label": label, "root": str(root) if root else None, **recorded}
         for j, bb in enumerate(suite.backbones):
             try:
                 check_backbone_name(bb.name)
@@ -319,7 +414,7 @@ def expand(
                 for seed in suite.seeds:
                     trial = {
                         "suite": suite.name,
-                        "dataset": {**ds.model_dump(), "root": str(root) if root else None},
+                        "dataset": dataset,
                         "backbone": bb.model_dump(),
                         "method": mc.name,
                         "method_label": mc.display,
@@ -329,8 +424,10 @@ def expand(
                         "seed": seed,
                         "recipe": suite.recipe.model_dump(),
                         "resources": suite.resources.model_dump(),
+                        "evaluation": suite.evaluation.model_dump(),
                     }
-                    axes = {"dataset": ds.name, "backbone": bb.name, "method": [mc.display, mc.name], "seed": seed}
+                    axes = {"dataset": [label or ds.name, ds.name], "backbone": bb.name,
+                            "method": [mc.display, mc.name], "seed": seed}
                     for n, ov in enumerate(suite.overrides):
                         if ov.matches(axes):
                             for key, value in ov.set.items():
@@ -344,7 +441,7 @@ def expand(
                         config = TrialConfig.model_validate(trial)
                     except ValidationError as err:
                         for line in format_validation_error(str(path), err).splitlines():
-                            fail(f"overrides (trial {ds.name}/{bb.name}/{mc.display}/seed {seed})",
+                            fail(f"overrides (trial {ds.key}/{bb.name}/{mc.display}/seed {seed})",
                                  line.split(": ", 1)[1])
                         continue
                     try:
@@ -380,9 +477,9 @@ def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:
             name, _, root = value.partition("=")
             roots[name] = root
         elif len(suite.datasets) == 1:
-            roots[suite.datasets[0].name] = value
+            roots[suite.datasets[0].key] = value
         else:
-            names = ", ".join(d.name for d in suite.datasets)
+            names = ", ".join(d.key for d in suite.datasets)
             raise SuiteError(f"--data-root {value}: the suite has several datasets ({names}); "
                              f"fix: write --data-root NAME={value}")
     return roots
