@@ -321,6 +321,7 @@ def test_the_size_is_the_first_the_method_and_the_backbone_both_take():
 
     assert display_size(create_method("mixup"), 28, "resnet_tiny_cifar", in_chans=1) == 28
     assert display_size(create_method("mixup"), 28, "test_vit", in_chans=1) == 32  # 16-px patches
+    assert display_size(create_method("mixup"), 32, "test_resnet") == 32  # a 1×1 map at the end is fine
     with pytest.raises(ValueError, match=r"^--image-size 28: test_vit cannot take 28-px images \(.*\); fix: another "
                                          r"--image-size"):
         display_size(create_method("mixup"), 28, "test_vit", asked=28, in_chans=1)
