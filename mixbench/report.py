@@ -287,7 +287,9 @@ def accuracy_tables(summary: pd.DataFrame) -> list[Table]:
         return tables
     for (dataset, epochs), block in summary.groupby(["dataset", "epochs"], sort=True):
         labels = ordered_methods(block)
-        last_n = sorted(set(block["last_n"]))
+        # The window actually used: a trial's median covers min(last_n, epochs) epochs ("median last 10" over a
+        # 2-epoch run would misname a median of 2).
+        last_n = sorted({int(min(n, epochs)) for n in block["last_n"]})
         stats = [("top1_median_last_n", f"median last {'/'.join(map(str, last_n))}"), ("top1_best", "best")]
         table = Table(
             title=f"Top-1 accuracy (%), {dataset}, {epochs} epochs",
@@ -833,7 +835,7 @@ def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
     for dataset, epochs, backbone, _ in sorted({key(r) for r in records}):
         group = [r for r in records if key(r)[:3] == (dataset, epochs, backbone) and order[r.method_label] == _]
         done = [r for r in group if r.status == "done"]
-        last_n = group[0].last_n
+        last_n = min(group[0].last_n, epochs)  # the window used: a 2-epoch run's median is of 2 epochs
         rows.append({
             "dataset": dataset,
             "backbone": backbone,
