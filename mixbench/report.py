@@ -58,10 +58,6 @@ from mixbench.results import (
 
 DASH = "–"
 
-# Methods in the order of the papers' tables; others follow alphabetically.
-METHOD_ORDER = ("vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix")
-
-
 # ---- loading ---------------------------------------------------------------------------------------------
 
 
@@ -93,13 +89,17 @@ def load_results(results: Path) -> list[TrialResult]:
 
 
 def method_rank(method: str, label: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
+    """Sort key of a method row: the method's `display_order` (papers' order; unregistered names last), then label."""
+    from mixbench.methods import registry  # imported on use: reading records needs no torch
+
+    return registry.method_rank(method, label)
 
 
 def ordered_methods(frame: pd.DataFrame) -> list[str]:
     """The method labels of a summary frame, in the papers' order (vanilla, mixup, ...), others after."""
-    pairs = {(name, label) for name, label in zip(frame["method_name"], frame["method"], strict=True)}
-    return [label for _, label in sorted(pairs, key=lambda pair: method_rank(*pair))]
+    from mixbench.methods.registry import ordered_labels
+
+    return ordered_labels(zip(frame["method_name"], frame["method"], strict=True))
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------

@@ -76,15 +76,6 @@ DATASET_NAMES = {
     "cub200": "CUB-200-2011",
 }
 
-METHOD_NAMES = {
-    "vanilla": "Vanilla",
-    "mixup": "Mixup",
-    "cutmix": "CutMix",
-    "saliencymix": "SaliencyMix",
-    "puzzlemix": "PuzzleMix",
-    "automix": "AutoMix",
-}
-
 ACCURACY_METRICS = {"top1_acc": "top1", "top5_acc": "top5"}  # claim metric -> metrics.jsonl key
 
 TOLERANCE_POINTS = 0.3  # a claim is reproduced within max(TOLERANCE_STDS × std over seeds, TOLERANCE_POINTS)
@@ -127,7 +118,9 @@ def method_display(method: str, label: str | None = None) -> str:
     """How a method appears in the claims table: the paper's spelling, or the suite's own label."""
     if label and label != method:
         return label
-    return METHOD_NAMES.get(method, method)
+    from mixbench.methods.registry import paper_name
+
+    return paper_name(method)
 
 
 def image_sizes(text: str) -> tuple[int, int] | None:

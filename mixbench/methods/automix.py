@@ -195,6 +195,15 @@ class AutoMix(Method):
 
     name = "automix"
     version = 1
+    paper_name = "AutoMix"
+    display_order = 50
+    cost_multiplier = 3.0
+    cost_source = (
+        "EMA forward + input backward, two online passes, Mix Block "
+        "(×3.0 measured on CPU, REFERENCE.md §9; ×2.1-2.8 on GPU for ViTs)"
+    )
+    # Every epoch evaluates the EMA and the online encoder (cost.py adds the two mix heads with eval_mix_heads).
+    eval_passes = 2
 
     def __init__(
         self,

@@ -101,10 +101,21 @@ class Method(nn.Module):
     seed changes), take their hyper-parameters as keyword arguments of `__init__`, and implement
     `training_loss`. A method that has parameters of its own is an nn.Module; the engine optimizes them
     with the backbone's (see `param_groups`) and saves them in checkpoints.
+
+    What reports and the cost model need to know about a method lives here too, so a plug-in method gets a
+    full row: `paper_name` (its spelling in papers and published claims; empty: `name`), `display_order`
+    (its place in tables and its plot colour; plug-ins go after the built-ins), `cost_multiplier` and
+    `cost_source` (training cost of a step relative to vanilla on the same backbone and batch, and where
+    that number comes from) and `eval_passes` (models evaluated every epoch, a val-split forward each).
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    paper_name: ClassVar[str] = ""
+    display_order: ClassVar[int] = 1000
+    cost_multiplier: ClassVar[float] = 1.0
+    cost_source: ClassVar[str] = "not estimated: counted as vanilla"
+    eval_passes: ClassVar[int] = 1
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()

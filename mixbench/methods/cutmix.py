@@ -72,6 +72,10 @@ def paste_boxes(x: Tensor, index: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
 class CutMix(InputMixer):
     name = "cutmix"
     version = 1
+    paper_name = "CutMix"
+    display_order = 20
+    cost_multiplier = 1.0
+    cost_source = "a box copy; no measurable cost on GPU (openmixup ViT table)"
 
     def __init__(self, alpha: float = 1.0, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
         super().__init__(label_smoothing=label_smoothing)

@@ -19,6 +19,10 @@ from mixbench.methods.registry import register_method
 class Mixup(InputMixer):
     name = "mixup"
     version = 1
+    paper_name = "Mixup"
+    display_order = 10
+    cost_multiplier = 1.0
+    cost_source = "mixing is elementwise; no measurable cost on GPU (openmixup ViT table)"
 
     def __init__(self, alpha: float = 1.0, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
         super().__init__(label_smoothing=label_smoothing)

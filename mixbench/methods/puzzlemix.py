@@ -280,6 +280,13 @@ def label_prior(a: float, n_labels: int) -> np.ndarray:
 class PuzzleMix(Method):
     name = "puzzlemix"
     version = 1
+    paper_name = "PuzzleMix"
+    display_order = 40
+    cost_multiplier = 2.0
+    cost_source = (
+        "extra forward + input backward for the saliency, CPU graph cuts, transport "
+        "(×1.25-1.5 at 224 px, up to ×5 at 32 px: claims/README.md §7)"
+    )
 
     def __init__(
         self,

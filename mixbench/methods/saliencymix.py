@@ -42,6 +42,10 @@ BACKENDS = ("torch", "opencv")
 class SaliencyMix(InputMixer):
     name = "saliencymix"
     version = 1
+    paper_name = "SaliencyMix"
+    display_order = 30
+    cost_multiplier = 1.05
+    cost_source = "one saliency map per batch (REFERENCE.md §4: ~12 ms per 32×224 px batch)"
 
     def __init__(
         self,

@@ -15,6 +15,10 @@ class Vanilla(InputMixer):
 
     name = "vanilla"
     version = 1
+    paper_name = "Vanilla"
+    display_order = 0
+    cost_multiplier = 1.0
+    cost_source = "one forward + backward"
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         return {}
