@@ -53,6 +53,7 @@ from mixbench.results import (
     pending_record,
     read_metrics,
     read_record,
+    records_frame,
     trial_dirs,
 )
 
@@ -141,57 +142,29 @@ def mean_std(values: list[float]) -> str:
 # ---- the flat per-trial table ------------------------------------------------------------------------------
 
 
+# results.csv speaks timm's language first (model, method, dataset, img_size, top1, ...); every other field
+# of the record follows in the record's own order, then the hyper-parameters.
+RESULTS_RENAMED = {"backbone": "model", "method_label": "method", "method": "method_name"}
+RESULTS_LEADING = (
+    "model", "method", "method_name", "dataset", "img_size", "epochs", "epochs_done", "seed", "status", "top1",
+    "top5", "top1_best", "top1_best_epoch", "top1_median_last_n", "top5_best", "top5_median_last_n", "last_n",
+    "images_per_sec", "time_per_epoch_s", "time_total_s", "peak_memory_mb", "param_count", "device", "gpu_name",
+    "world_size", "suite", "trial_id", "method_version", "mixbench", "torch", "timm", "cuda", "git_hash",
+    "started_at", "updated_at", "reason",
+)
+
+
 def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
-    """One flat row per trial, timm-style columns first, then every other evaluated model and the hparams."""
-    rows = []
-    for t in trials:
-        r = t.record
-        row: dict[str, Any] = {
-            "model": r.backbone,
-            "method": r.method_label,
-            "method_name": r.method,
-            "dataset": r.dataset,
-            "img_size": trial_image_size(r),
-            "epochs": r.epochs,
-            "epochs_done": r.epochs_done,
-            "seed": r.seed,
-            "status": r.status,
-            "top1": r.top1,
-            "top5": r.top5,
-            "top1_best": r.top1_best,
-            "top1_best_epoch": r.top1_best_epoch,
-            "top1_median_last_n": r.top1_median_last_n,
-            "top5_best": r.top5_best,
-            "top5_median_last_n": r.top5_median_last_n,
-            "last_n": r.last_n,
-            "images_per_sec": r.images_per_sec,
-            "time_per_epoch_s": r.time_per_epoch_s,
-            "time_total_s": r.time_total_s,
-            "peak_memory_mb": r.peak_memory_mb,
-            # Only when the record carries it (TrialRecord allows extra fields); reports never build models.
-            "param_count": (r.model_extra or {}).get("param_count"),
-            "device": r.device,
-            "gpu_name": r.gpu_name,
-            "world_size": r.world_size,
-            "suite": r.suite,
-            "trial_id": r.trial_id,
-            "method_version": r.method_version,
-            **{name: r.versions.get(name) for name in ("mixbench", "torch", "timm", "cuda")},
-            "git_hash": r.git_hash,
-            "started_at": r.started_at,
-            "updated_at": r.updated_at,
-            "reason": r.reason,
-        }
-        for name, values in r.models.items():
-            if name != r.headline:
-                row.update({f"{key}_{name}": value for key, value in values.items()})
-        row.update({f"hparams.{k}": v if not isinstance(v, (list, dict)) else str(v) for k, v in r.hparams.items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
+    """One flat row per trial (the record's own fields, see `records_frame`), timm-style columns first."""
+    frame = records_frame(t.record for t in trials).rename(columns=RESULTS_RENAMED)
     if frame.empty:
         return frame
+    frame.insert(0, "img_size", [trial_image_size(t.record) for t in trials])
+    rest = [c for c in frame.columns if c not in RESULTS_LEADING and not c.startswith("hparams.")]
+    hparams = [c for c in frame.columns if c.startswith("hparams.")]
+    frame = frame.reindex(columns=[*RESULTS_LEADING, *rest, *hparams])
     # Integer columns stay integers where some trial has no value yet (a pending trial's best epoch).
-    integers = ["img_size", "epochs", "epochs_done", "seed", "top1_best_epoch", "last_n", "world_size",
+    integers = ["img_size", "epochs", "epochs_done", "seed", "top1_best_epoch", "last_n", "param_count", "world_size",
                 "method_version"]
     frame = frame.astype({c: "Int64" for c in integers})
     order = sorted(range(len(frame)), key=lambda i: (
@@ -203,7 +176,6 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
 # ---- aggregation -----------------------------------------------------------------------------------------
 
 
-GROUP = ("dataset", "epochs", "backbone", "method")
 ACCURACY_STATS = ("top1_median_last_n", "top1_best", "top1")
 COST_STATS = ("time_per_epoch_s", "images_per_sec", "peak_memory_mb")
 

@@ -13,6 +13,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -164,18 +165,6 @@ def trial_dirs(results: Path) -> list[Path]:
     return sorted(p.parent for p in results.rglob("config.yaml"))
 
 
-def load_records(results: Path) -> list[TrialRecord]:
-    """Every trial's record; a trial without one (never started) appears as pending."""
-    records = []
-    for trial_dir in trial_dirs(results):
-        record = read_record(trial_dir)
-        if record is None:
-            config = yaml.safe_load((trial_dir / "config.yaml").read_text())
-            record = pending_record(config)
-        records.append(record)
-    return records
-
-
 def pending_record(config: dict[str, Any]) -> TrialRecord:
     from mixbench.suite import TrialConfig
 
@@ -188,9 +177,20 @@ def pending_record(config: dict[str, Any]) -> TrialRecord:
     )
 
 
-def records_frame(records: list[TrialRecord]):
-    """One flat row per trial (config and nested dicts left out)."""
+def records_frame(records: Iterable[TrialRecord]):
+    """One flat row per record, from its own `model_dump()`: every declared and extra field, the versions by
+    package name, each evaluated model other than the headline as `<key>_<model>`, the hyper-parameters as
+    `hparams.<name>` (lists and dicts as text); the resolved config is left out (it is in config.yaml)."""
     import pandas as pd
 
-    rows = [r.model_dump(exclude={"config", "models", "versions", "hparams"}) for r in records]
+    rows = []
+    for record in records:
+        row = record.model_dump(exclude={"config"})
+        models, versions, hparams = row.pop("models"), row.pop("versions"), row.pop("hparams")
+        row.update(versions)
+        for name, values in models.items():
+            if name != record.headline:
+                row.update({f"{key}_{name}": value for key, value in values.items()})
+        row.update({f"hparams.{k}": v if not isinstance(v, (list, dict)) else str(v) for k, v in hparams.items()})
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -124,9 +124,6 @@ class Resources(Strict):
     slurm: dict[str, Any] = {}  # submitit options (partition, account, timeout_min, ...)
 
 
-NameList = Annotated[list, BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)]
-
-
 class Suite(Strict):
     name: str
     description: str = ""

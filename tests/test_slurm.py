@@ -19,7 +19,8 @@ from trial_configs import synthetic_trial
 
 from mixbench.cli import main as mixbench
 from mixbench.engine import Preempted, run_trial
-from mixbench.results import load_records, read_metrics, read_record
+from mixbench.report import load_results
+from mixbench.results import read_metrics, read_record
 from mixbench.runner.slurm import SlurmOptions, Submission, active_jobs, executor_parameters, slurm_minutes
 from mixbench.suite import SuiteError, TrialConfig
 
@@ -130,7 +131,7 @@ def wait_for(condition, timeout: float, what: str, cluster) -> None:
 
 
 def finished(suite_dir: Path, n: int) -> bool:
-    records = load_records(suite_dir) if suite_dir.is_dir() else []
+    records = [t.record for t in load_results(suite_dir)] if suite_dir.is_dir() else []
     return len(records) == n and all(r.status in ("done", "failed") for r in records)
 
 
@@ -153,7 +154,7 @@ def test_a_suite_runs_as_a_job_array_and_nothing_runs_twice(slurm_env, tmp_path,
     with capsys.disabled():  # shown with -s
         print(f"\nSlurm smoke suite: {wall:.1f} s from submission to the last record")
 
-    records = {r.method: r for r in load_records(results / "slurm_smoke")}
+    records = {t.record.method: t.record for t in load_results(results / "slurm_smoke")}
     for method in ("vanilla", "mixup"):
         assert records[method].status == "done" and records[method].top1 is not None, records[method].reason
     assert records["nan_method:NaNLoss"].status == "failed"
@@ -214,7 +215,7 @@ def test_a_ddp_trial_runs_as_two_slurm_tasks(slurm_env, tmp_path, capsys):
     results = tmp_path / "r"
     assert mixbench(["run", str(suite), "--executor", "slurm", "--results", str(results)]) == 0
     wait_for(lambda: finished(results / "slurm_ddp", 1), 300, "the DDP trial", slurm_env)
-    (record,) = load_records(results / "slurm_ddp")
+    (record,) = [t.record for t in load_results(results / "slurm_ddp")]
     assert record.status == "done", record.reason
     assert record.world_size == 2 and record.per_process_batch == 8
     trial_dir = results / "slurm_ddp" / TrialConfig.model_validate(record.config).dirname

@@ -86,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixbench.distributed import unwrap
 from mixbench.methods.base import (
     Method,
     MixedBatch,
@@ -97,11 +98,6 @@ from mixbench.methods.base import (
 from mixbench.methods.registry import register_method
 
 HEADLINES = ("ema", "online")
-
-
-def _unwrap(backbone: nn.Module) -> nn.Module:
-    """The bare model behind a DistributedDataParallel wrapper, for attribute access."""
-    return getattr(backbone, "module", backbone)
 
 
 class MixBlock(nn.Module):
@@ -265,7 +261,7 @@ class AutoMix(Method):
         from mixbench.models import stage_channels
 
         super().setup(backbone, num_classes)
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         try:
             channels = stage_channels(net, self.mask_layer)
         except ValueError as err:
@@ -338,7 +334,7 @@ class AutoMix(Method):
     def training_loss(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> StepOutput:
         from mixbench.models import stage_features
 
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         drawn = self.sample(x.shape[0], gen)
         lam_mb, lam_bb = drawn["lam_mb"], drawn["lam_bb"]
         index_mb, index_bb = drawn["index_mb"].to(x.device), drawn["index_bb"].to(x.device)
@@ -395,7 +391,7 @@ class AutoMix(Method):
     @torch.no_grad()
     def after_step(self, backbone: nn.Module) -> None:
         """k <- m·k + (1-m)·q over the parameters of the encoder and both heads (BN buffers are not copied)."""
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         ema = [*self.ema_backbone.parameters(), *self.ema_head_mix.parameters()]
         online = [*net.parameters(), *self.head_mix.parameters()]
         if len(ema) != len(online):
@@ -406,7 +402,7 @@ class AutoMix(Method):
 
     # ---- evaluation and records ------------------------------------------------------------------------
     def eval_models(self, backbone: nn.Module) -> dict[str, nn.Module]:
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         models = {"ema": self.ema_backbone, "online": net}
         if self.eval_mix_heads:
             models["ema_mix"] = _PooledHead(self.ema_backbone, self.ema_head_mix)

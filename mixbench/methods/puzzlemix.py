@@ -78,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixbench.distributed import unwrap
 from mixbench.methods.base import Method, MixedBatch, StepOutput, mixed_cross_entropy, random_permutation, sample_beta
 from mixbench.methods.registry import register_method
 
@@ -525,7 +526,7 @@ class PuzzleMix(Method):
                 (self.clean_lam * clean).backward()
             grad = inputs.grad
         else:
-            module = backbone.module if isinstance(backbone, nn.parallel.DistributedDataParallel) else backbone
+            module = unwrap(backbone)
             modes = [(m, m.training) for m in module.modules()]
             module.eval()
             try:
