@@ -410,26 +410,6 @@ class AutoMix(Method):
         first = {self.headline: models.pop(self.headline)}
         return {**first, **models}
 
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "mask_layer": self.mask_layer,
-            "lam_concat": self.lam_concat,
-            "mask_loss_weight": self.mask_loss_weight,
-            "mask_loss_margin": self.mask_loss_margin,
-            "mask_loss_anneal": self.mask_loss_anneal,
-            "lam_margin": self.lam_margin,
-            "ema_momentum": self.ema_momentum,
-            "ema_momentum_end": self.ema_momentum_end,
-            "ema_hold_fraction": self.ema_hold_fraction,
-            "mb_lr": self.mb_lr,
-            "mb_min_lr": self.mb_min_lr,
-            "mb_momentum": self.mb_momentum,
-            "headline": self.headline,
-            "eval_mix_heads": self.eval_mix_heads,
-            "label_smoothing": self.label_smoothing,
-        }
-
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         """The backbone must have stage `mask_layer`; built on the meta device, so no memory and no time."""
         from mixbench.models import create_backbone, stage_features

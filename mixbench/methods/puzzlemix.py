@@ -336,15 +336,6 @@ class PuzzleMix(Method):
         self.mean, self.std = mean, std
         self.graphcut_workers = graphcut_workers
 
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha, "block_num": self.block_num, "beta": self.beta, "gamma": self.gamma,
-            "eta": self.eta, "neigh_size": self.neigh_size, "n_labels": self.n_labels, "transport": self.transport,
-            "t_eps": self.t_eps, "t_size": self.t_size, "t_batch_size": self.t_batch_size,
-            "clean_lam": self.clean_lam, "adv_p": self.adv_p, "adv_eps": self.adv_eps, "mean": self.mean,
-            "std": self.std, "graphcut_workers": self.graphcut_workers, "label_smoothing": self.label_smoothing,
-        }
-
     # ---- checks --------------------------------------------------------------------------------------------
 
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:

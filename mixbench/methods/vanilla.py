@@ -25,6 +25,3 @@ class Vanilla(InputMixer):
 
     def mix(self, x: Tensor, y: Tensor) -> MixedBatch:
         return MixedBatch(x=x, y_a=y, y_b=y, lam=torch.ones((), dtype=torch.float64))
-
-    def hparams(self) -> dict:
-        return {"label_smoothing": self.label_smoothing}
