@@ -126,8 +126,11 @@ class MixBlock(nn.Module):
             partner = own[index]
             n, _, h, w = own.shape
             if self.lam_concat:
-                own = torch.cat([own, own.new_full((n, 1, h, w), lam)], dim=1)
-                partner = torch.cat([partner, partner.new_full((n, 1, h, w), 1.0 - lam)], dim=1)
+                # The partner's channel is 1 - float32(λ), computed in float32 as the reference does (not the
+                # float32 of 1 - λ: they can differ by one ulp).
+                lam_block = own.new_full((n, 1, h, w), lam)
+                own = torch.cat([own, lam_block], dim=1)
+                partner = torch.cat([partner, 1.0 - lam_block], dim=1)
             value = self.value(partner).flatten(2).transpose(1, 2)  # (N, hw, 1)
             query = self.query(own).flatten(2).transpose(1, 2)  # (N, hw, C')
             key = self.query(partner).flatten(2)  # (N, C', hw)
@@ -190,7 +193,7 @@ class AutoMix(Method):
     """AutoMix: a Mix Block learns the masks, trained through a momentum copy of the classifier."""
 
     name = "automix"
-    version = 1
+    version = 2  # 2: with lam_concat, the partner's λ channel is 1 - float32(λ), as the reference
     paper_name = "AutoMix"
     display_order = 50
     cost_multiplier = 3.0
