@@ -242,22 +242,46 @@ def load_suite(path: str | Path, sets: list[str] | None = None) -> Suite:
             raise SuiteError(f"--set {item}: expected KEY=VALUE, e.g. --set recipe.epochs=30")
         try:
             _set_dotted(raw, key, yaml.safe_load(value))
-        except KeyError:
-            raise SuiteError(f"--set {item}: {key} does not name a mapping key of the suite") from None
+        except DottedKeyError as err:
+            raise SuiteError(f"--set {item}: {err}") from None
     try:
         return Suite.model_validate(raw)
     except ValidationError as err:
         raise SuiteError(format_validation_error(str(path), err)) from None
 
 
+class DottedKeyError(KeyError):
+    """A dotted key that does not lead to a place in the document; the message names the part that fails."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `value` at a dotted path; a number steps into a list (`datasets.0.limit_per_class`)."""
     keys = dotted.split(".")
-    node = target
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise KeyError(dotted)
-    node[keys[-1]] = value
+    node: Any = target
+    for depth, key in enumerate(keys):
+        parent, last = ".".join(keys[:depth]), depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit():
+                raise DottedKeyError(f"{parent} is a list; fix: give an item's index, e.g. {parent}.0")
+            if not -len(node) <= int(key) < len(node):
+                raise DottedKeyError(f"{parent}.{key}: index out of range; {parent} has {len(node)} item(s), "
+                                     f"indexes 0 to {len(node) - 1}")
+            key = int(key)
+            if not last and isinstance(node[key], str):
+                node[key] = {"name": node[key]}  # the axes' shorthand: an item given by its name alone
+        elif isinstance(node, dict):
+            if not last:
+                node.setdefault(key, {})
+        else:
+            raise DottedKeyError(f"{parent} is a value, not a mapping or a list; fix: set it whole "
+                                 f"({parent}=VALUE)")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
 
 
 def data_root_from_env(dataset: str) -> str | None:

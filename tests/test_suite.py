@@ -73,6 +73,27 @@ def test_set_edits_the_suite(tmp_path):
         load_suite(write(tmp_path, BASE), ["epochs"])
 
 
+def test_set_reaches_list_items_by_index(tmp_path):
+    path = write(tmp_path, BASE)
+    suite = load_suite(path, ["datasets.0.limit_per_class=100", "methods.1.alpha=0.7", "methods.-1.label=m7",
+                              "seeds.1=5"])
+    assert suite.datasets[0].name == "synthetic" and suite.datasets[0].limit_per_class == 100
+    assert suite.methods[1].hparams["alpha"] == 0.7 and suite.methods[1].display == "m7"
+    assert suite.seeds == [0, 5]
+    assert {t.hparams.get("alpha") for t in expand(suite, path) if t.method == "mixup"} == {0.7}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("datasets.3.limit_per_class=100", r"--set datasets.3.limit_per_class=100: datasets.3: index out of range; "
+                                       r"datasets has 1 item\(s\), indexes 0 to 0"),
+    ("datasets.name=x", r"--set datasets.name=x: datasets is a list; fix: give an item's index, e.g. datasets.0"),
+    ("recipe.epochs.max=3", r"--set recipe.epochs.max=3: recipe.epochs is a value, not a mapping or a list"),
+])
+def test_set_errors_name_the_path(tmp_path, edit, message):
+    with pytest.raises(SuiteError, match=message):
+        load_suite(write(tmp_path, BASE), [edit])
+
+
 # ---- one clear error per mistake, before anything runs ---------------------------------------------------
 
 
