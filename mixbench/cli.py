@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixbench.suite import Suite, SuiteError, TrialConfig
+from mixbench.suite import AXES, Suite, SuiteError, TrialConfig, axes_match
 
 # Outside a terminal (CI, Slurm logs) rich would wrap tables at 80 columns; logs are read wide.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -22,17 +22,11 @@ def _load(args) -> tuple[Suite, list[TrialConfig], Path]:
     trials = expand(suite, args.suite, parse_data_roots(getattr(args, "data_root", None), suite))
     for only in getattr(args, "only", None) or []:
         axis, _, values = only.partition("=")
-        if axis not in ("dataset", "backbone", "method", "seed") or not values:
-            raise SuiteError(f"--only {only}: expected AXIS=V1,V2 with AXIS one of dataset, backbone, method, seed")
-        wanted = set(values.split(","))
-        trials = [t for t in trials if wanted & {str(v) for v in _axis(t, axis)}]
+        if axis not in AXES or not values:
+            raise SuiteError(f"--only {only}: expected AXIS=V1,V2 with AXIS one of {', '.join(AXES)}")
+        trials = [t for t in trials if axes_match({axis: values.split(",")}, t.axes)]
     results = Path(getattr(args, "results", None) or suite.results_dir) / suite.name
     return suite, trials, results
-
-
-def _axis(trial: TrialConfig, axis: str) -> list:
-    value = trial.axes[axis]
-    return value if isinstance(value, list) else [value]
 
 
 def cmd_run(args) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -21,6 +22,21 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 AXES = ("dataset", "backbone", "method", "seed")
+
+
+def trial_axes(dataset: str, backbone: str, method_label: str, method: str, seed: int) -> dict[str, Any]:
+    """A trial's place on each axis; a method answers to its label and to its registered name."""
+    return {"dataset": dataset, "backbone": backbone, "method": [method_label, method], "seed": seed}
+
+
+def axes_match(wanted: dict[str, Any], axes: dict[str, Any]) -> bool:
+    """Whether a trial at `axes` is one of `wanted` (axis -> a value or a list of values), compared as text."""
+    for axis, want in wanted.items():
+        values = want if isinstance(want, list) else [want]
+        have = axes[axis] if isinstance(axes[axis], list) else [axes[axis]]
+        if not any(str(w) == str(h) for w in values for h in have):
+            return False
+    return True
 
 
 class SuiteError(ValueError):
@@ -110,12 +126,7 @@ class Override(Strict):
         return self
 
     def matches(self, axes: dict[str, Any]) -> bool:
-        for axis, want in self.match.items():
-            wanted = want if isinstance(want, list) else [want]
-            have = axes[axis] if isinstance(axes[axis], list) else [axes[axis]]
-            if not any(str(w) == str(h) for w in wanted for h in have):
-                return False
-        return True
+        return axes_match(self.match, axes)
 
 
 class Resources(Strict):
@@ -168,12 +179,7 @@ class TrialConfig(Strict):
 
     @property
     def axes(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset.name,
-            "backbone": self.backbone.name,
-            "method": [self.method_label, self.method],
-            "seed": self.seed,
-        }
+        return trial_axes(self.dataset.name, self.backbone.name, self.method_label, self.method, self.seed)
 
 
 # ---- error messages ------------------------------------------------------------------------------------
@@ -312,6 +318,7 @@ def expand(
         if (line := f"{path}: {field}: {message}") not in problems:
             problems.append(line)
 
+    datasets = []  # (dataset, its info, its resolved root)
     for i, ds in enumerate(suite.datasets):
         try:
             info = dataset_info(ds.name)
@@ -325,55 +332,58 @@ def expand(
         elif root is not None and not Path(root).exists():
             fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.name}=PATH, "
                  f"or MIXBENCH_DATA_{ds.name.upper()}) at the {ds.name} files")
-        for j, bb in enumerate(suite.backbones):
-            try:
-                check_backbone_name(bb.name)
-            except ValueError as err:
-                fail(f"backbones[{j}].name", str(err))
-                continue
-            for k, mc in enumerate(suite.methods):
-                try:
-                    cls = get_method_class(mc.name)
-                except ValueError as err:
-                    fail(f"methods[{k}].name", str(err))
-                    continue
-                for seed in suite.seeds:
-                    trial = {
-                        "suite": suite.name,
-                        "dataset": {**ds.model_dump(), "root": str(root) if root else None},
-                        "backbone": bb.model_dump(),
-                        "method": mc.name,
-                        "method_label": mc.display,
-                        "method_version": cls.version,
-                        "hparams": _with_normalisation(
-                            {**card_defaults(cls.name or mc.name, info.family), **mc.hparams}, cls, info),
-                        "seed": seed,
-                        "recipe": suite.recipe.model_dump(),
-                        "resources": suite.resources.model_dump(),
-                    }
-                    axes = {"dataset": ds.name, "backbone": bb.name, "method": [mc.display, mc.name], "seed": seed}
-                    for n, ov in enumerate(suite.overrides):
-                        if ov.matches(axes):
-                            for key, value in ov.set.items():
-                                target = "hparams" + key[len("method"):] if key.startswith("method.") else key
-                                try:
-                                    _set_dotted(trial, target, copy.deepcopy(value))
-                                except KeyError:
-                                    fail(f"overrides[{n}].set.{key}", "not a key of a trial; fix: use recipe.*, "
-                                         "method.<hparam>, backbone.kwargs.*, dataset.*")
+        else:
+            datasets.append((ds, info, root))
+    backbones = []
+    for j, bb in enumerate(suite.backbones):
+        try:
+            check_backbone_name(bb.name)
+            backbones.append(bb)
+        except ValueError as err:
+            fail(f"backbones[{j}].name", str(err))
+    methods = []  # (index in the suite, method config, its class)
+    for k, mc in enumerate(suite.methods):
+        try:
+            methods.append((k, mc, get_method_class(mc.name)))
+        except ValueError as err:
+            fail(f"methods[{k}].name", str(err))
+
+    for (ds, info, root), bb, (k, mc, cls), seed in itertools.product(datasets, backbones, methods, suite.seeds):
+        trial = {
+            "suite": suite.name,
+            "dataset": {**ds.model_dump(), "root": str(root) if root else None},
+            "backbone": bb.model_dump(),
+            "method": mc.name,
+            "method_label": mc.display,
+            "method_version": cls.version,
+            "hparams": _with_normalisation(
+                {**card_defaults(cls.name or mc.name, info.family), **mc.hparams}, cls, info),
+            "seed": seed,
+            "recipe": suite.recipe.model_dump(),
+            "resources": suite.resources.model_dump(),
+        }
+        axes = trial_axes(ds.name, bb.name, mc.display, mc.name, seed)
+        for n, ov in enumerate(suite.overrides):
+            if ov.matches(axes):
+                for key, value in ov.set.items():
+                    target = "hparams" + key[len("method"):] if key.startswith("method.") else key
                     try:
-                        config = TrialConfig.model_validate(trial)
-                    except ValidationError as err:
-                        for line in format_validation_error(str(path), err).splitlines():
-                            fail(f"overrides (trial {ds.name}/{bb.name}/{mc.display}/seed {seed})",
-                                 line.split(": ", 1)[1])
-                        continue
-                    try:
-                        create_method(config.method, **config.hparams)
-                    except (TypeError, ValueError) as err:
-                        fail(f"methods[{k}]", f"{err}")
-                        continue
-                    trials.append(config)
+                        _set_dotted(trial, target, copy.deepcopy(value))
+                    except KeyError:
+                        fail(f"overrides[{n}].set.{key}", "not a key of a trial; fix: use recipe.*, "
+                             "method.<hparam>, backbone.kwargs.*, dataset.*")
+        try:
+            config = TrialConfig.model_validate(trial)
+        except ValidationError as err:
+            for line in format_validation_error(str(path), err).splitlines():
+                fail(f"overrides (trial {ds.name}/{bb.name}/{mc.display}/seed {seed})", line.split(": ", 1)[1])
+            continue
+        try:
+            create_method(config.method, **config.hparams)
+        except (TypeError, ValueError) as err:
+            fail(f"methods[{k}]", f"{err}")
+            continue
+        trials.append(config)
     if problems:
         raise SuiteError("\n".join(problems))
     return trials

@@ -138,6 +138,28 @@ def test_resolution_errors_name_file_field_and_fix(tmp_path, edit, message):
         load_and_expand(path)
 
 
+def test_every_bad_axis_is_reported_at_once(tmp_path):
+    path = write(tmp_path, BASE.replace("[synthetic]", "[cifar11]").replace("[resnet_tiny_cifar]", "[resnet81]")
+                 .replace("[vanilla, {name: mixup, alpha: 0.4}]", "[vanila]"))
+    with pytest.raises(SuiteError) as err:
+        load_and_expand(path)
+    fields = [line.split(": ")[1] for line in str(err.value).splitlines()]
+    assert fields == ["datasets[0].name", "backbones[0].name", "methods[0].name"]
+
+
+def test_only_and_overrides_match_trials_the_same_way(tmp_path, capsys):
+    from mixbench.cli import main
+    from mixbench.suite import axes_match
+
+    trial = load_and_expand(write(tmp_path, BASE))[2]
+    assert axes_match({"method": "mixup", "seed": [0, 7]}, trial.axes)  # a method answers to its name and label
+    assert not axes_match({"method": "mixup", "seed": 1}, trial.axes)
+    assert main(["run", str(write(tmp_path, BASE)), "--dry-run", "--only", "optimizer=sgd"]) != 0
+    out = capsys.readouterr()
+    assert "--only optimizer=sgd: expected AXIS=V1,V2 with AXIS one of dataset, backbone, method, seed" in (
+        out.out + out.err)
+
+
 def test_missing_data_root_is_reported_with_the_ways_to_set_it(tmp_path):
     path = write(tmp_path, BASE.replace("[synthetic]", "[{name: cifar10, root: /nonexistent/cifar}]"))
     with pytest.raises(SuiteError, match=r"suite.yaml: datasets\[0\].root: /nonexistent/cifar does not exist; "
