@@ -134,11 +134,6 @@ def fmt_signed(value: float | None, digits: int = 2) -> str:
     return DASH if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
-def mean_std(values: list[float]) -> str:
-    """"mean ± std" of the finite values (one value: the value; none: –)."""
-    return fmt_mean_std(*mean_and_std(values))
-
-
 # ---- the flat per-trial table ------------------------------------------------------------------------------
 
 
@@ -733,26 +728,23 @@ def _environment(records: Sequence[TrialRecord]) -> list[str]:
 # ---- the quick summary `mixbench run` prints ----------------------------------------------------------------
 
 
-def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per dataset × epochs × backbone × method (suite order): seeds done, top-1 (median of last N,
-    best, last). Budgets are never pooled: a 6-epoch and a 12-epoch trial are different rows."""
-    order = {label: i for i, label in enumerate(dict.fromkeys(r.method_label for r in records))}
-    key = lambda r: (r.dataset, r.epochs, r.backbone, order[r.method_label])  # noqa: E731
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary (`summarize_trials`) as `mixbench run` prints it: one row per dataset × epochs × backbone ×
+    method, seeds done, top-1 (median of last N, best, last) as mean ± std. Budgets are never pooled: a 6-epoch
+    and a 12-epoch trial are different rows."""
     rows = []
-    for dataset, epochs, backbone, _ in sorted({key(r) for r in records}):
-        group = [r for r in records if key(r)[:3] == (dataset, epochs, backbone) and order[r.method_label] == _]
-        done = [r for r in group if r.status == "done"]
-        last_n = group[0].last_n
+    for row in summary.to_dict("records"):
         rows.append({
-            "dataset": dataset,
-            "backbone": backbone,
-            "method": group[0].method_label,
-            "seeds": f"{len(done)}/{len(group)}",
-            f"top1 (median last {last_n})": mean_std([r.top1_median_last_n for r in done]),
-            "top1 (best)": mean_std([r.top1_best for r in done]),
-            "top1 (last)": mean_std([r.top1 for r in done]),
-            "epochs": epochs,
-            "status": status_counts(group, skip="done") or "done",
+            "dataset": row["dataset"],
+            "backbone": row["backbone"],
+            "method": row["method"],
+            "seeds": f"{row['seeds_done']}/{row['seeds_total']}",
+            f"top1 (median last {row['last_n']})": fmt_mean_std(row["top1_median_last_n_mean"],
+                                                                  row["top1_median_last_n_std"]),
+            "top1 (best)": fmt_mean_std(row["top1_best_mean"], row["top1_best_std"]),
+            "top1 (last)": fmt_mean_std(row["top1_mean"], row["top1_std"]),
+            "epochs": row["epochs"],
+            "status": row["unfinished"] or "done",
         })
     return pd.DataFrame(rows)
 
@@ -762,7 +754,7 @@ def write_minimal_report(results: Path, out: Path) -> pd.DataFrame:
     trials = load_results(results)
     if not trials:
         raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
-    table = accuracy_table([t.record for t in trials])
+    table = accuracy_table(summarize_trials(trials))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.csv", results_frame(trials).to_csv(index=False))
     atomic_write_text(out / "accuracy.csv", table.to_csv(index=False))

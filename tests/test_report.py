@@ -383,7 +383,12 @@ def test_cli_report_without_trials_is_an_error(tmp_path, capsys):
 def test_minimal_report_after_a_run_still_works(results, tmp_path):
     table = write_minimal_report(results, tmp_path / "quick")
     assert table["seeds"].tolist() == ["2/3", "2/3"]
-    assert table["status"].tolist() == ["1 failed", "1 pending"]
+    assert table["status"].tolist() == ["1 pending", "1 failed"]
+    # The same aggregation as the full report's summary, only formatted for the terminal.
+    summary = summarize_trials(load_results(results))
+    assert table["method"].tolist() == summary["method"].tolist() == ["vanilla", "mixup"]
+    assert table["top1 (median last 2)"].tolist() == ["75.00 ± 0.00", "83.50 ± 0.71"]
+    assert table["top1 (best)"].tolist() == ["79.00 ± 1.41", "85.00 ± 0.00"]
     assert (tmp_path / "quick" / "accuracy.md").is_file()
 
 
