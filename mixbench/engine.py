@@ -149,7 +149,7 @@ class TrialState:
     step: int = 0  # optimizer steps taken
     steps_per_epoch: int = 0
     world_sizes: list[int] = field(default_factory=list)  # process counts of the sessions that trained it
-    progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
+    epoch_progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per finished epoch
     elapsed: float = 0.0  # training + eval seconds over all sessions
     train_seconds: float = 0.0
@@ -277,7 +277,6 @@ class Trial(TrialState):
     def restore(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)
         saved = {f.name: state[f.name] for f in fields(TrialState) if f.name in state}
-        saved.setdefault("progress", state.get("epoch_progress", {}))  # its name in older checkpoints
         if saved.get("trial_id") != self.config.trial_id:
             raise TrialFailed(f"{path} belongs to trial {saved.get('trial_id')}, not {self.config.trial_id}; "
                               f"remove it to start this trial afresh")
@@ -299,7 +298,7 @@ class Trial(TrialState):
         sizes = saved.pop("world_sizes", [saved_world])
         for name, value in saved.items():
             setattr(self, name, value)
-        self.progress = EpochProgress(**saved["progress"])
+        self.epoch_progress = EpochProgress(**saved.get("epoch_progress", {}))
         self.world_sizes = sizes + ([self.world] if sizes[-1] != self.world else [])
 
     # ---- training --------------------------------------------------------------------------------------
@@ -310,7 +309,7 @@ class Trial(TrialState):
         recipe = self.config.recipe
         self.model.train()
         self.method.train()
-        progress = self.progress
+        progress = self.epoch_progress
         watch = LossWatch(self.device, progress.sums.get("loss", 0.0))
         asked = False  # a stop was asked since the last check point
         start = time.perf_counter()
@@ -348,7 +347,7 @@ class Trial(TrialState):
         seconds, count = progress.seconds, progress.batches
         self.train_seconds += seconds
         logs = dist.mean_dict({f"train_{k}": v / max(count, 1) for k, v in progress.sums.items()}, self.device)
-        self.progress = EpochProgress()
+        self.epoch_progress = EpochProgress()
         return {**logs, "lr": progress.lr, "train_seconds": seconds,
                 "images_per_sec": count * self.local_batch * self.world / max(seconds, 1e-9)}
 
@@ -356,8 +355,8 @@ class Trial(TrialState):
         """Read the running loss back from the device (one sync): fail on a non-finite loss, naming its step, and
         return whether a stop was asked on any process. Every process calls it at the same steps."""
         reading = watch.read()
-        others = {k: v for k, v in self.progress.sums.items() if k != "loss"}
-        self.progress.sums = {"loss": reading.total, **others}
+        others = {k: v for k, v in self.epoch_progress.sums.items() if k != "loss"}
+        self.epoch_progress.sums = {"loss": reading.total, **others}
         nonfinite, stop = dist.any_rank([reading.first_nonfinite_step is not None, asked_to_stop], self.device)
         if nonfinite:
             if reading.first_nonfinite_step is None:
@@ -369,7 +368,7 @@ class Trial(TrialState):
 
     def print_progress(self, seconds: float) -> None:
         """One line on how the epoch goes (an ImageNet epoch is long): where, the mean loss so far, lr, speed."""
-        p = self.progress
+        p = self.epoch_progress
         print(f"mixbench: epoch {self.epoch + 1}/{self.config.recipe.epochs}, step {p.batches}/"
               f"{self.steps_per_epoch}, train loss {p.sums['loss'] / max(p.batches, 1):.4f}, lr {p.lr:.4g}, "
               f"{p.batches * self.local_batch * self.world / max(seconds, 1e-9):.0f} images/s", flush=True)

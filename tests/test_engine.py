@@ -131,7 +131,7 @@ def test_progress_lines_every_n_steps_and_a_checkpoint_of_plain_values(tmp_path,
     # loads without unpickling code.
     saved = torch.load(tmp_path / "t" / "last.pt", weights_only=True)
     assert {f.name for f in fields(engine.TrialState)} <= set(saved)
-    assert saved["epoch"] == 1 and saved["progress"] == {"batches": 0, "sums": {}, "lr": 0.0, "seconds": 0.0}
+    assert saved["epoch"] == 1 and saved["epoch_progress"] == {"batches": 0, "sums": {}, "lr": 0.0, "seconds": 0.0}
     assert saved["world_sizes"] == [1] and saved["trial_id"] == record.trial_id
 
 

@@ -80,6 +80,45 @@ def test_an_unknown_slurm_option_is_one_clear_line():
         _check_parameters(params)
 
 
+def test_generic_names_and_the_parameter_list_match_the_pinned_submitit():
+    from submitit import SlurmExecutor
+
+    from mixbench.runner.slurm import GENERIC_NAMES, slurm_parameter_names
+
+    # The only submitit internals mixbench reads or mirrors; pyproject pins the versions where these hold.
+    equivalent = {k: v for k, v in (SlurmExecutor._equivalence_dict() or {}).items() if k != v}
+    assert equivalent == GENERIC_NAMES
+    assert {"partition", "time", "mem", "ntasks_per_node", "gpus_per_node", "signal_delay_s",
+            "additional_parameters", "srun_args"} <= set(slurm_parameter_names())
+    params, _ = executor_parameters(trial(resources={"slurm": {"timeout_min": 30, "mem_gb": 8, "name": "x"}}),
+                                    SlurmOptions())
+    assert (params["time"], params["mem"], params["job_name"]) == (30, "8GB", "x")
+
+
+def test_each_task_of_a_ddp_trial_gets_torchrun_variables(monkeypatch):
+    from mixbench.runner.slurm import export_torch_distributed_env
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(key, raising=False)
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n[07-08]"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    export_torch_distributed_env()
+    port = os.environ["MASTER_PORT"]
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    assert os.environ["MASTER_ADDR"] == "n07" and "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.delenv("MASTER_PORT")
+    export_torch_distributed_env()
+    assert os.environ["RANK"] == "0" and os.environ["MASTER_PORT"] == port  # every task meets at one port
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.delenv("RANK")
+    export_torch_distributed_env()
+    assert "RANK" not in os.environ  # one task: no process group
+
+
 def test_a_trial_asked_to_stop_checkpoints_mid_epoch_and_resumes_bit_for_bit(tmp_path, one_thread):
     config = trial("mixup", epochs=2)  # 40 images, batch 8: 5 steps per epoch
     run_trial(config, tmp_path / "straight")
