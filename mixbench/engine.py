@@ -280,7 +280,7 @@ class Trial(TrialState):
         if saved.get("trial_id") != self.config.trial_id:
             raise TrialFailed(f"{path} belongs to trial {saved.get('trial_id')}, not {self.config.trial_id}; "
                               f"remove it to start this trial afresh")
-        saved_world = saved.get("world_sizes", [state.get("world_size", 1)])[-1]
+        saved_world = saved.get("world_sizes", [1])[-1]
         saved_steps = saved.get("steps_per_epoch", self.steps_per_epoch)
         if saved_steps != self.steps_per_epoch:
             raise TrialFailed(

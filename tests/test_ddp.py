@@ -148,7 +148,7 @@ def test_a_checkpoint_whose_epochs_have_another_step_count_is_refused(tmp_path, 
     config = trial("vanilla", epochs=2)
     run_trial(config, tmp_path / "t", stop_after_epoch=1)
     state = torch.load(tmp_path / "t" / "last.pt", weights_only=False)
-    state.update(world_size=4, steps_per_epoch=6)  # as if 4 processes had padded their shards into a 6th step
+    state.update(world_sizes=[4], steps_per_epoch=6)  # as if 4 processes had padded their shards into a 6th step
     torch.save(state, tmp_path / "t" / "last.pt")
     with pytest.raises(TrialFailed, match=r"last.pt was written by 4 processes with 6 steps per epoch, but with 1 an "
                                           r"epoch has 5 steps, so the lr schedule and the global batches would not "
