@@ -148,14 +148,20 @@ def cmd_cancel(args) -> int:
 def cmd_report(args) -> int:
     import shlex
 
+    from mixbench.evidence import BaselineError
     from mixbench.report import markdown, resolve_target, write_report
 
     results, suite = resolve_target(Path(args.target))
     out = Path(args.out) if args.out else results / "report"
     command = shlex.join(["mixbench", "report", args.target, "--out", str(out),
-                          *(f"--claims={c}" for c in args.claims or []), f"--median-window={args.median_window}"])
-    made = write_report(results, out, claims_files=args.claims or [], window=args.median_window,
-                        command=command, suite=suite)
+                          *(f"--claims={c}" for c in args.claims or []), f"--median-window={args.median_window}",
+                          *([f"--baseline={args.baseline}"] if args.baseline else [])])
+    try:
+        made = write_report(results, out, claims_files=args.claims or [], window=args.median_window,
+                            command=command, suite=suite, baseline=args.baseline)
+    except BaselineError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
     for table in made.tables["accuracy"]:
         console.print(f"[bold]{table.title}[/]")
         console.print(markdown(table), highlight=False, soft_wrap=True)
@@ -292,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--median-window", choices=["openmixup", "exact"], default="openmixup",
                         help="'median of the last N' for claims: openmixup's epoch >= E-N (N+1 values, how the "
                              "published numbers were made; default) or exactly N values")
+    report.add_argument("--baseline", metavar="NAME",
+                        help="the method (name or label) every other is compared with, seed by seed (default: "
+                             "vanilla, where it ran)")
     report.set_defaults(func=cmd_report)
 
     show = sub.add_parser("show", help="a gallery of mixed samples of a method (sources, mask, mix, λ)")

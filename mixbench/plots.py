@@ -130,8 +130,9 @@ def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
 
 
 def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
-    """One row per compared claim: the published number (black cross) and the measured mean ± std over seeds
-    (coloured by status). Claims that no finished trial measured are left out (the table lists them)."""
+    """One row per compared claim: the published number (black cross) and the measured mean over seeds with the
+    band the claim must fall in to count as reproduced, its 95 % interval (at least ±0.3 points with 1–2 seeds),
+    coloured by status. Claims that no finished trial measured are left out (the table lists them)."""
     if claims.empty:
         return None
     shown = claims[claims["measured"].notna()].iloc[::-1]  # first table row at the top
@@ -144,7 +145,7 @@ def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
     for status, (colour, marker) in STATUS_STYLE.items():
         rows = shown["status"].to_numpy() == status
         if rows.any():
-            ax.errorbar(shown["measured"][rows], y[rows], xerr=shown["std"][rows].fillna(0), fmt=marker,
+            ax.errorbar(shown["measured"][rows], y[rows], xerr=shown["tolerance"][rows], fmt=marker,
                         color=colour, capsize=3, label=f"measured: {status} ({rows.sum()})")
     def epochs(value: float) -> str:
         return "?" if pd.isna(value) else str(int(value))
@@ -153,7 +154,8 @@ def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
              + (f" (ran {epochs(r.epochs_compared)})" if r.status == "partial" else "") + f", {r.metric.split('_')[0]}"
              for r in shown.itertuples(index=False)]
     ax.set_yticks(y, names, fontsize=7)
-    ax.set_xlabel("accuracy (%), each claim's own statistic\nmeasured: mean ± std over seeds")
+    ax.set_xlabel("accuracy (%), each claim's own statistic\nmeasured: mean over seeds, bar: 95 % interval "
+                  "(≥ ±0.3 with 1–2 seeds)")
     ax.set_title("Published claims vs measured")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="best")
@@ -189,6 +191,76 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle("Accuracy vs cost, one point per epochs budget")
+    return fig
+
+
+VERDICT_STYLE = {  # paired verdict -> (colour, filled marker?, legend text)
+    "better": ("tab:green", True, "better (Holm p < 0.05)"),
+    "worse": ("tab:red", True, "worse (Holm p < 0.05)"),
+    "no detectable difference": ("tab:gray", False, "no detectable difference"),
+    "n/a": ("tab:gray", False, "n/a (fewer than 2 paired seeds)"),
+}
+
+
+def paired_differences(paired: pd.DataFrame) -> Figure | None:
+    """Forest plot: per setting, one row per method, its mean paired difference from the baseline with the 95 %
+    interval, the zero line drawn; significant differences (after Holm) filled and coloured."""
+    from mixbench.methods.registry import method_rank
+
+    if paired.empty:
+        return None
+    groups = list(paired.groupby(["dataset", "epochs", "backbone"], sort=True))
+    tallest = max(len(block) for _, block in groups)
+    fig, axes = _grid(len(groups), width=6.0, height=1.2 + 0.42 * tallest)
+    shown: set[str] = set()
+    for ax, ((dataset, epochs, backbone), block) in zip(axes, groups, strict=True):
+        rows = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method),
+                      reverse=True)  # first method at the top
+        for y, row in enumerate(rows):
+            colour, filled, text = VERDICT_STYLE[row.verdict]
+            if np.isfinite(row.diff_ci_low):
+                ax.plot([row.diff_ci_low, row.diff_ci_high], [y, y], color=colour, linewidth=2)
+            ax.plot([row.diff_mean], [y], "o", markersize=7, color=colour,
+                    markerfacecolor=colour if filled else "white", label=text if text not in shown else None)
+            shown.add(text)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), [f"{r.method} (n={r.paired_seeds})" for r in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(f"top-1 − {rows[0].baseline} (points): mean over paired seeds, 95 % CI")
+        ax.set_title(f"{dataset}, {epochs} epochs, {backbone}")
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=len(shown), fontsize="small")
+    fig.suptitle("Paired differences from the baseline, median top-1 of the last N epochs", fontsize="medium")
+    return fig
+
+
+def average_rank(ranks: pd.DataFrame) -> Figure | None:
+    """Each method's rank (1 = best mean top-1) in every setting (dots) and its average (bar); drawn from three
+    settings (dataset × epochs × backbone) on, where an average rank starts to mean something."""
+    if ranks.empty:
+        return None
+    settings = ranks[["dataset", "epochs", "backbone"]].drop_duplicates()
+    if len(settings) < 3:
+        return None
+    labels = ordered_methods(ranks)
+    colours = _colours(labels)
+    mean = ranks.groupby("method")["rank"].mean()
+    order = sorted(labels, key=lambda label: mean[label], reverse=True)  # best at the top
+    fig = Figure(figsize=(6.4, 1.4 + 0.4 * len(order)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, label in enumerate(order):
+        mine = ranks[ranks["method"] == label]["rank"].to_numpy()
+        ax.barh(y, mean[label], color=colours[label], alpha=0.5)
+        jitter = np.linspace(-0.2, 0.2, len(mine)) if len(mine) > 1 else np.zeros(1)
+        ax.plot(mine, y + jitter, "o", color=colours[label], markersize=4)
+        ax.annotate(f"{mean[label]:.2f} ({len(mine)} settings)", (mean[label], y), xytext=(4, -3),
+                    textcoords="offset points", fontsize=7)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xlim(0, ranks["rank"].max() + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("rank by mean top-1 within a setting (1 = best); bar: average, dots: each setting")
+    ax.set_title(f"Average rank over {len(settings)} settings (dataset × epochs × backbone)")
+    ax.grid(axis="x", alpha=0.3)
     return fig
 
 

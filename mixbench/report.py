@@ -13,7 +13,9 @@ The tables are: the accuracy grid (backbone × method per dataset and epochs bud
 the median of the last N epochs and of the best epoch, the best method of each row in bold); how the ranking
 moves with the budget (when a results folder holds several); the claims table (Dataset · Model · Metric ·
 Claimed · Measured · Δ · Status, see `mixbench.claims` for the matching rule); and the cost table (time per
-epoch, images/s, peak memory, each also as a ratio to vanilla on the same backbone).
+epoch, images/s, peak memory, each also as a ratio to vanilla on the same backbone). The evidence tables
+(`mixbench.evidence`, statistics from `mixbench.stats`) say whether each difference from the baseline is real:
+a paired comparison per setting and, across settings, rliable-style aggregates.
 
 Reports read records (and `metrics.jsonl` for curves and the claims' own statistics) only and never re-run
 anything. A trial that failed or has not finished is listed with its status, never silently dropped.
@@ -35,8 +37,6 @@ from pydantic import ValidationError
 
 from mixbench.claims import (
     MEDIAN_WINDOW,
-    TOLERANCE_POINTS,
-    TOLERANCE_STDS,
     Claim,
     ClaimResult,
     Window,
@@ -56,6 +56,7 @@ from mixbench.results import (
     records_frame,
     trial_dirs,
 )
+from mixbench.stats import MIN_TOLERANCE_POINTS, mean_interval
 
 DASH = "–"
 
@@ -116,6 +117,12 @@ def mean_and_std(values: Iterable[float | None]) -> tuple[float, float]:
     mean = statistics.fmean(kept) if kept else math.nan
     std = statistics.stdev(kept) if len(kept) > 1 else math.nan
     return mean, std
+
+
+def mean_ci(values: Iterable[float | None]) -> tuple[float, float]:
+    """The 95 % Student-t interval of the mean of the finite values (mixbench.stats); NaN with fewer than 2."""
+    interval = mean_interval(list(values))
+    return (interval.low, interval.high) if interval else (math.nan, math.nan)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -194,6 +201,7 @@ def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
         }
         for stat in ACCURACY_STATS:
             row[f"{stat}_mean"], row[f"{stat}_std"] = mean_and_std(getattr(r, stat) for r in done)
+            row[f"{stat}_ci_low"], row[f"{stat}_ci_high"] = mean_ci(getattr(r, stat) for r in done)
         for stat in COST_STATS:
             row[stat] = mean_and_std(getattr(r, stat) for r in records)[0]
         row["time_total_s"] = mean_and_std(r.time_total_s for r in done)[0]
@@ -316,12 +324,15 @@ def claims_table(results: Sequence[ClaimResult], window: Window = MEDIAN_WINDOW)
                    else "exactly the last N values")
     table = Table(
         title="Published claims",
-        columns=["Dataset", "Model", "Epochs", "Metric", "Claimed", "Measured", "Δ", "Status", "Note", "Source"],
+        columns=["Dataset", "Model", "Epochs", "Metric", "Claimed", "Measured", "Δ (95 % CI)", "Status", "Note",
+                 "Source"],
         rows=[],
         align="llrlrrrlll",
         caption=(f"Measured: the claim's own statistic per trial, mean ± sample std over seeds (median of the "
-                 f"last N: {window_text}). Reproduced: |Δ| ≤ max({TOLERANCE_STDS:g} std, {TOLERANCE_POINTS:g} "
-                 f"points); partial: fewer epochs than the claim; not run: no finished trial of that setting."),
+                 f"last N: {window_text}). Δ: measured − claimed, with its 95 % t-interval over seeds. "
+                 f"Reproduced: the claim lies inside that interval (with 1–2 seeds: or within "
+                 f"{MIN_TOLERANCE_POINTS:g} points); partial: fewer epochs than the claim; not run: no finished "
+                 f"trial of that setting."),
         label="claims",
     )
     ordered = sorted(results, key=lambda cr: (
@@ -336,21 +347,31 @@ def claims_table(results: Sequence[ClaimResult], window: Window = MEDIAN_WINDOW)
         table.rows.append([
             c.dataset, f"{short_backbone(c.backbone)} + {method_display(c.method, cr.method_label)}",
             str(c.epochs) if c.epochs is not None else "?", c.describe_metric(), fmt(c.value), measured,
-            fmt_signed(cr.delta), cr.status, cr.note, c.short_source,
+            _delta_with_interval(cr), cr.status, cr.note, c.short_source,
         ])
     return table
+
+
+def _delta_with_interval(cr: ClaimResult) -> str:
+    ci = cr.delta_interval
+    if ci is None:
+        return fmt_signed(cr.delta)
+    return f"{fmt_signed(cr.delta)} [{fmt_signed(ci.low)}, {fmt_signed(ci.high)}]"
 
 
 def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
     rows = []
     for cr in results:
         c = cr.claim
+        ci, delta_ci = cr.interval, cr.delta_interval
         rows.append({
             "dataset": c.dataset, "backbone": c.backbone, "mixbench_backbone": c.mixbench_backbone,
             "method": c.method, "method_label": cr.method_label, "epochs": c.epochs, "metric": c.metric,
             "statistic": c.statistic.describe(), "claimed": c.value, "measured": cr.measured, "std": cr.std,
             "seeds": cr.seeds, "seeds_total": cr.seeds_total, "epochs_compared": cr.epochs, "delta": cr.delta,
             "tolerance": cr.tolerance, "status": cr.status, "note": cr.note, "source": c.source,
+            "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None,
+            "delta_ci_low": delta_ci.low if delta_ci else None, "delta_ci_high": delta_ci.high if delta_ci else None,
         })
     return pd.DataFrame(rows)
 
@@ -521,19 +542,30 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]:
     """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe among the trials: the
-    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget)."""
+    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget), and so
+    do the seeds when the trials ran other seeds than the suite now lists; methods the suite gained since the
+    records were made are left out with --only (records older than the suite file)."""
     import json
     import shlex
 
     from mixbench.suite import load_suite
 
-    base = _flatten("recipe", load_suite(suite_path).recipe.model_dump(mode="json"))
+    suite = load_suite(suite_path)
+    base = _flatten("recipe", suite.recipe.model_dump(mode="json"))
     recipes = {json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) for t in trials}
     commands = []
     for recipe in sorted(recipes, key=lambda text: (json.loads(text).get("epochs") or 0, text)):
         flat = _flatten("recipe", json.loads(recipe))
         sets = [f"--set={key}={value if isinstance(value, str) else json.dumps(value)}"
                 for key, value in flat.items() if key in base and base[key] != value]
+        group = [t.record for t in trials if json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) == recipe]
+        seeds = sorted({r.seed for r in group})
+        if seeds != sorted(suite.seeds):
+            sets.append(f"--set=seeds={json.dumps(seeds, separators=(',', ':'))}")
+        labels = {r.method_label: r.method for r in group}
+        if set(labels) < {m.display for m in suite.methods}:
+            ordered = sorted(labels, key=lambda label: method_rank(labels[label], label))
+            sets.append(f"--only=method={','.join(ordered)}")
         commands.append(shlex.join(["mixbench", "run", str(suite_path), *sets]))
     return commands
 
@@ -545,14 +577,16 @@ def write_report(
     window: Window = MEDIAN_WINDOW,
     command: str | None = None,
     suite: Path | None = None,
+    baseline: str | None = None,
 ) -> Report:
     """Write the report folder `out` for the trials under `results`.
 
     `claims_files`: the user's claims CSVs, compared with the published ones. `command`: the command that
     regenerates the report; with the `suite` file the trials came from, README.md also gives the commands
-    that rerun them.
+    that rerun them. `baseline`: the method (label or name) every other is compared with, seed by seed;
+    None: vanilla, where it ran.
     """
-    from mixbench import plots
+    from mixbench import evidence, plots
 
     trials = load_results(results)
     if not trials:
@@ -561,10 +595,16 @@ def write_report(
     claims: list[Claim] = load_claims(claims_files)
     compared = compare_all(claims, trials, window)
     summary = summarize_trials(trials)
+    base_name = baseline or evidence.DEFAULT_BASELINE
+    proof = evidence.collect(trials, base_name, strict=baseline is not None)
+    paired = evidence.paired_frame(proof)
+    aggregate = evidence.aggregate_table(proof, base_name)
     tables = {
         "budgets": [budgets_table(trials)],
         "unfinished": [unfinished_table(trials)],
         "accuracy": accuracy_tables(summary),
+        "paired": evidence.paired_tables(proof, base_name),
+        "aggregate": [aggregate] if aggregate else [],
         "ranking": ranking_tables(summary),
         "claims": [claims_table(compared, window)],
         "cost": [cost_table(summary)],
@@ -575,6 +615,8 @@ def write_report(
         "top1_vs_epoch": plots.top1_vs_epoch(curves_frame(trials)),
         "measured_vs_claimed": plots.measured_vs_claimed(claims_frame(compared)),
         "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
+        "paired_differences": plots.paired_differences(paired),
+        "average_rank": plots.average_rank(evidence.rank_frame(proof)),
     }
     written = []
     for name, figure in figures.items():
@@ -586,7 +628,7 @@ def write_report(
     made = {name for name, figure in figures.items() if figure is not None}
 
     atomic_write_text(out / "results.csv", results_frame(trials).to_csv(index=False))
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", evidence.with_paired_columns(summary, paired).to_csv(index=False))
     atomic_write_text(out / "claims.csv", claims_frame(compared).to_csv(index=False))
     atomic_write_text(out / "results.tex", latex_document(tables))
     atomic_write_text(out / "README.md", readme(results, trials, tables, compared, made, window, command, rerun))
@@ -651,6 +693,8 @@ def readme(
     section("Unfinished trials", "unfinished",
             intro="Trials that failed, are still running or never started; their seeds are left out of means.")
     section("Accuracy", "accuracy", "gain_over_vanilla")
+    section("Is the difference real?", "paired", "paired_differences", intro=PAIRED_INTRO)
+    section("Across settings", "aggregate", "average_rank")
     if "top1_vs_epoch" in plots_made:
         lines.extend(["## Top-1 vs epoch", "", "Mean over seeds (line) and min–max over seeds (band).", "",
                       "![top1_vs_epoch](plots/top1_vs_epoch.png)", ""])
@@ -669,8 +713,17 @@ def readme(
     section("Cost", "cost", "accuracy_vs_cost")
     lines.extend(["## Files", "",
                   "`results.csv` (one row per trial), `summary.csv` (one row per dataset × epochs × backbone × "
-                  "method), `claims.csv`, `results.tex` (booktabs), `plots/` (PNG and PDF).", ""])
+                  "method, with each mean's 95 % interval and the paired comparison with the baseline), "
+                  "`claims.csv`, `results.tex` (booktabs), `plots/` (PNG and PDF).", ""])
     return "\n".join(lines)
+
+
+PAIRED_INTRO = (
+    "Each method against the baseline (`mixbench report --baseline NAME`; vanilla by default), seed by seed: "
+    "trials that differ only in the method share the seed, hence the initialisation and the data order, so the "
+    "per-seed differences cancel what the seed alone does. Exact sign-flip permutation test, Holm-corrected "
+    "over the methods of each table; the captions say what the number of seeds allows. See \"How mixbench "
+    "compares methods\" in mixbench's README.")
 
 
 def _statistics_note(window: Window) -> str:

@@ -11,6 +11,8 @@ from mixbench.methods.cards import FAMILIES, card_defaults, load_card
 from mixbench.methods.registry import get_method_class, method_hparam_names
 
 BUILTIN = ["vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"]
+# Issue 15, input mixers:
+BUILTIN += ["mixup_cutmix", "smoothmix", "fmix", "gridmix", "resizemix"]
 
 
 def method_class_or_skip(name: str):

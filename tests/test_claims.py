@@ -33,9 +33,11 @@ from mixbench.results import TrialRecord
 def test_published_claims_are_package_data_with_sources():
     assert published_claims_path().parent.name == "claims"
     claims = load_claims()
-    assert len(claims) == 437
+    # 437 from the project's collection; issue 15: 188 openmixup rows of FMix, ResizeMix, GridMix and SmoothMix.
+    assert len(claims) == 437 + 188
     assert all(c.source and c.note for c in claims)
     assert {c.method for c in claims} >= {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
+    assert {c.method for c in claims} >= {"fmix", "resizemix", "gridmix", "smoothmix"}
 
 
 def test_claims_is_a_package_not_a_module():
@@ -48,7 +50,7 @@ def test_user_claims_file_adds_to_the_published_ones(tmp_path):
     path.write_text(",".join(COLUMNS) + "\n"
                     "fashion_mnist,tiny,resnet_tiny_cifar,mixup,8,top1_acc,91.5,28,my lab notebook,stat=best epoch\n")
     claims = load_claims([path])
-    assert len(claims) == 438
+    assert len(claims) == len(load_claims()) + 1
     mine = claims[-1]
     assert (mine.dataset, mine.mixbench_backbone, mine.epochs, mine.value) == ("fashion_mnist", "resnet_tiny_cifar",
                                                                                 8, 91.5)
@@ -189,27 +191,36 @@ def seeds(*finals: tuple[float, float, float]) -> list[Trial]:
     return [trial([10.0, *values], seed=i) for i, values in enumerate(finals)]
 
 
-def test_reproduced_within_the_absolute_tolerance():
+def test_reproduced_inside_the_95_percent_interval_of_the_measured_mean():
     result = compare(CLAIM, seeds((94.0, 95.1, 96.0), (94.0, 95.2, 96.0), (95.3, 95.3, 94.0)))
     assert result.status == "reproduced"
     assert result.measured == pytest.approx(95.2)
     assert result.std == pytest.approx(0.1)
-    assert result.tolerance == 0.3  # 2 std = 0.2 < 0.3
+    half = 4.302652729911275 * 0.1 / 3**0.5  # t(0.975, 2 df) · s/√n
+    assert result.tolerance == pytest.approx(half)  # from 3 seeds the interval alone, no minimum
+    assert (result.interval.low, result.interval.high) == pytest.approx((95.2 - half, 95.2 + half))
+    assert (result.delta_interval.low, result.delta_interval.high) == pytest.approx((0.2 - half, 0.2 + half))
     assert (result.seeds, result.seeds_total, result.epochs) == (3, 3, 4)
 
 
-def test_reproduced_within_two_std_over_seeds():
-    result = compare(CLAIM, seeds((0, 94.0, 99), (0, 95.0, 99), (0, 93.0, 99)))  # medians 94, 95, 93: std 1
-    assert result.delta == pytest.approx(-1.0)
-    assert result.tolerance == pytest.approx(2.0)
-    assert result.status == "reproduced"
+def test_outside_the_interval_is_above_or_below():
+    above = compare(CLAIM, seeds((0, 95.3, 99), (0, 95.4, 99), (0, 95.5, 99)))  # 95.4 ± 0.25 misses 95
+    assert (above.status, round(above.delta, 6)) == ("above", 0.4)
+    wide = compare(CLAIM, seeds((0, 94.0, 99), (0, 95.0, 99), (0, 92.0, 99)))  # 93.67 ± 3.79 holds 95
+    assert wide.status == "reproduced"
+    assert compare(CLAIM, seeds((0, 90.0, 99), (0, 91.0, 99), (0, 89.0, 99))).status == "below"  # 90 ± 2.48
 
 
-def test_below_and_above():
-    assert compare(CLAIM, seeds((94.0, 94.5, 94.6), (94.0, 94.6, 94.7))).status == "below"
-    above = compare(CLAIM, seeds((95.0, 95.5, 96.0)))  # one seed: no std, tolerance 0.3
-    assert (above.status, above.std, above.tolerance) == ("above", None, 0.3)
+def test_one_and_two_seeds_keep_a_minimum_tolerance():
+    above = compare(CLAIM, seeds((95.0, 95.5, 96.0)))  # one seed: no interval, tolerance 0.3
+    assert (above.status, above.std, above.tolerance, above.interval) == ("above", None, 0.3, None)
     assert above.delta == pytest.approx(0.5)
+    assert compare(CLAIM, seeds((95.0, 95.2, 96.0))).status == "reproduced"
+    identical = compare(CLAIM, seeds((0, 95.2, 99), (0, 95.2, 99)))  # a zero-width interval, widened to 0.3
+    assert (identical.status, identical.tolerance) == ("reproduced", 0.3)
+    # Two seeds 0.1 apart: t with 1 df gives ± 0.64, so 94.55 cannot be told from 95.
+    two = compare(CLAIM, seeds((94.0, 94.5, 94.6), (94.0, 94.6, 94.7)))
+    assert two.status == "reproduced" and two.tolerance == pytest.approx(12.706204736 * 0.070710678 / 2**0.5)
 
 
 def test_the_claims_own_statistic_is_used():

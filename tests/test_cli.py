@@ -40,6 +40,22 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert again.returncode == 0 and f"{len(records)} trials, 0 to run" in again.stdout
 
 
+@pytest.mark.slow
+def test_second_smoke_suite_end_to_end(tmp_path):
+    """suites/smoke_more.yaml: the mixers added after the first smoke suite, each beating chance clearly."""
+    from mixbench.suite import load_suite
+
+    suite = load_suite(REPO / "suites" / "smoke_more.yaml")
+    result = mixbench("run", str(REPO / "suites" / "smoke_more.yaml"), "--results", str(tmp_path), "--jobs", "2",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [t.record for t in load_results(tmp_path / "smoke_more")]
+    assert {r.method for r in records} == {m.name for m in suite.methods}
+    for record in records:
+        assert record.status == "done", record.reason
+        assert record.top1 > 20.0, f"{record.method}: {record.top1} % on 10 synthetic classes (chance 10 %)"
+
+
 def test_a_failing_trial_is_recorded_and_the_suite_goes_on(tmp_path):
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent("""

@@ -18,6 +18,14 @@ from mixbench.suite import TrialConfig, expand, load_suite
 REPO = Path(__file__).parents[1]
 SUITES = ("cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205")
 METHODS = {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
+# Issue 15's mixers, where openmixup's tables benchmark them, and timm's switch everywhere.
+ISSUE15 = {name: {"fmix", "resizemix", "gridmix", "smoothmix", "mixup_cutmix"}
+           for name in ("cifar10", "cifar100", "tiny_imagenet")}
+ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"} for name in ("imagenet", "inat2018", "places205")}
+
+
+def methods_of(name: str) -> set[str]:
+    return METHODS | ISSUE15[name]
 
 
 def suite_file(name: str) -> Path:
@@ -60,8 +68,8 @@ def test_every_suite_has_all_six_methods_and_the_papers_backbones(tmp_path):
     for name in SUITES:
         trials = trials_of(name, tmp_path)
         assert {b for b, _ in trials} == backbones[name], name
-        assert {m for _, m in trials} == METHODS, name
-        assert len(trials) == len(backbones[name]) * len(METHODS)
+        assert {m for _, m in trials} == methods_of(name), name
+        assert len(trials) == len(backbones[name]) * len(methods_of(name))
         text = suite_file(name).read_text()
         assert "Claims it reproduces" in text and "Where the sources disagree" in text, name
 
@@ -152,6 +160,26 @@ def test_imagenet_family_recipes(tmp_path):
         assert automix.hparams["ema_momentum_end"] == 0.99999
 
 
+def test_issue15_mixers_follow_the_openmixup_tables(tmp_path):
+    c100, tiny = trials_of("cifar100", tmp_path), trials_of("tiny_imagenet", tmp_path)
+    imagenet, places = trials_of("imagenet", tmp_path), trials_of("places205", tmp_path)
+    # α: CIFAR FMix 0.2, ResizeMix 1, GridMix 0.2; Tiny FMix 1; ImageNet ResNet-18 0.2 for FMix/ResizeMix (the docs'
+    # note), else 1; Places205 FMix 0.2.
+    assert [c100["wrn28_8", m].hparams["alpha"] for m in ("fmix", "resizemix", "gridmix")] == [0.2, 1.0, 0.2]
+    assert [tiny["resnet18_cifar", m].hparams["alpha"] for m in ("fmix", "resizemix", "gridmix")] == [1.0, 1.0, 0.2]
+    assert [imagenet["resnet18", m].hparams["alpha"] for m in ("fmix", "resizemix")] == [0.2, 0.2]
+    assert [imagenet["resnet50", m].hparams["alpha"] for m in ("fmix", "resizemix")] == [1.0, 1.0]
+    assert [places["resnet50", m].hparams["alpha"] for m in ("fmix", "resizemix")] == [0.2, 1.0]
+    # ResNeXt-50 on CIFAR-100: wd 5e-4 for the docs' cutting-based list, FMix and ResizeMix included.
+    for method, wd in (("fmix", 5e-4), ("resizemix", 5e-4), ("gridmix", 1e-4), ("smoothmix", 1e-4)):
+        assert c100["resnext50_32x4d_cifar", method].recipe.optimizer.weight_decay == wd, method
+    # SmoothMix reproduces openmixup's λ in the paper suites; the switch is timm's recipe with label smoothing.
+    assert c100["wrn28_8", "smoothmix"].hparams["openmixup_lam"] is True
+    switch = imagenet["resnet50", "mixup_cutmix"].hparams
+    assert (switch["mixup_alpha"], switch["cutmix_alpha"], switch["switch_prob"], switch["label_smoothing"]) == (
+        0.8, 1.0, 0.5, 0.1)
+
+
 # ---- check, dry run, --tiny through the command line -------------------------------------------------------
 
 
@@ -166,7 +194,7 @@ def test_tiny_keeps_the_suites_overrides_and_writes_each_fixture_once(tmp_path):
     suite = load_suite(tiny.suite_path)
     assert suite.name == "cifar100-tiny" and suite.seeds == [0] and tiny.image_size == 32
     trials = {(t.backbone.name, t.method): t for t in expand(suite, tiny.suite_path)}
-    assert len(trials) == 12
+    assert len(trials) == 2 * len(methods_of("cifar100"))
     wrn = trials["wrn28_8", "automix"]
     # The suite's overrides still apply (WRN AutoMix's Mix Block stage, floor, lr) ...
     assert (wrn.hparams["mask_layer"], wrn.recipe.schedule.min_lr, wrn.recipe.optimizer.lr) == (1, 1e-3, 0.03)
@@ -208,12 +236,12 @@ def test_tiny_runs_the_whole_suite_end_to_end(name, capsys, tmp_path):
                     "--results", str(tmp_path))
     assert code == 0, out
     records = [t.record for t in load_results(tmp_path / f"{name}-tiny")]
-    assert len(records) == len(suite.backbones) * len(METHODS)
+    assert len(records) == len(suite.backbones) * len(methods_of(name))
     for record in records:
         assert record.status == "done", f"{record.backbone} {record.method}: {record.reason}"
         assert record.epochs == record.epochs_done == 1 and record.top1 is not None
         assert record.config["recipe"]["batch_size"] == 2 and record.config["dataset"]["limit_per_class"] == 2
-    assert {r.method for r in records} == METHODS
+    assert {r.method for r in records} == methods_of(name)
     assert {r.backbone for r in records} == {b.name for b in suite.backbones}
     assert {r.config["recipe"]["image_size"] for r in records} == {32}
     assert (tmp_path / ".tiny" / "suites" / f"{name}.yaml").is_file()

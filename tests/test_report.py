@@ -86,7 +86,7 @@ def claims_file(tmp_path) -> Path:
     median = "stat=median top-1 of last 2 epochs"
     rows = [
         f"synthetic,{setting},vanilla,4,top1_acc,70.0,32,lab notebook,{median}",
-        f"synthetic,{setting},mixup,4,top1_acc,75.0,32,lab notebook,{median}",
+        f"synthetic,{setting},mixup,4,top1_acc,60.0,32,lab notebook,{median}",
         f"synthetic,{setting},mixup,4,top1_acc,90.0,32,lab notebook,stat=best top-1",
         f"synthetic,{setting},mixup,8,top1_acc,90.0,32,lab notebook,{median}",
         f"synthetic,{setting},cutmix,4,top1_acc,80.0,32,lab notebook,{median}",
@@ -209,16 +209,16 @@ def test_cost_ratio_without_vanilla_is_a_dash(tmp_path):
 
 
 CLAIMS_MD = """\
-| Dataset | Model | Epochs | Metric | Claimed | Measured | Δ | Status | Note | Source |
+| Dataset | Model | Epochs | Metric | Claimed | Measured | Δ (95 % CI) | Status | Note | Source |
 |---|---|---:|---|---:|---:|---:|---|---|---|
-| synthetic | ResNet-tiny + Vanilla | 4 | top-1, median of last 2 ep | 70.00 | 71.00 ± 1.41 (2 seeds) | +1.00 \
-| reproduced | also 1 pending | lab notebook |
-| synthetic | ResNet-tiny + Mixup | 4 | top-1, median of last 2 ep | 75.00 | 82.00 ± 1.41 (2 seeds) | +7.00 | above \
-| also 1 failed | lab notebook |
-| synthetic | ResNet-tiny + Mixup | 4 | top-1, best epoch | 90.00 | 85.00 ± 0.00 (2 seeds) | -5.00 | below \
-| also 1 failed | lab notebook |
-| synthetic | ResNet-tiny + Mixup | 8 | top-1, median of last 2 ep | 90.00 | 82.00 ± 1.41 (2 seeds) | -8.00 | partial \
-| 4 of 8 ep; also 1 failed | lab notebook |
+| synthetic | ResNet-tiny + Vanilla | 4 | top-1, median of last 2 ep | 70.00 | 71.00 ± 1.41 (2 seeds) \
+| +1.00 [-11.71, +13.71] | reproduced | also 1 pending | lab notebook |
+| synthetic | ResNet-tiny + Mixup | 4 | top-1, median of last 2 ep | 60.00 | 82.00 ± 1.41 (2 seeds) \
+| +22.00 [+9.29, +34.71] | above | also 1 failed | lab notebook |
+| synthetic | ResNet-tiny + Mixup | 4 | top-1, best epoch | 90.00 | 85.00 ± 0.00 (2 seeds) | -5.00 [-5.00, -5.00] \
+| below | also 1 failed | lab notebook |
+| synthetic | ResNet-tiny + Mixup | 8 | top-1, median of last 2 ep | 90.00 | 82.00 ± 1.41 (2 seeds) \
+| -8.00 [-20.71, +4.71] | partial | 4 of 8 ep; also 1 failed | lab notebook |
 | synthetic | ResNet-tiny + CutMix | 4 | top-1, median of last 2 ep | 80.00 | – | – | not run \
 | method not in the results | lab notebook |
 """
@@ -230,7 +230,11 @@ def test_claims_table_every_status(results, claims_file):
     assert markdown(claims_table(compared)) == CLAIMS_MD
     frame = claims_frame(compared)
     assert frame["status"].tolist() == ["reproduced", "above", "below", "partial", "not run"]
-    assert frame["tolerance"].round(4).tolist() == [2.8284, 2.8284, 0.3, 2.8284, 0.3]
+    # Two seeds: the t-interval's half-width t(0.975, 1 df) · 1.41/√2 = 12.71; two identical seeds: at least 0.3.
+    assert frame["tolerance"].round(4).tolist() == [12.7062, 12.7062, 0.3, 12.7062, 0.3]
+    assert frame["delta_ci_low"].round(2).tolist()[:4] == [-11.71, 9.29, -5.0, -20.71]
+    assert frame["ci_high"].round(2).tolist()[:4] == [83.71, 94.71, 85.0, 94.71]
+    assert pd.isna(frame["ci_low"].iloc[4])  # not run: no interval
 
 
 def test_claims_with_the_exact_window(results, claims_file):
@@ -247,7 +251,7 @@ def test_published_claims_are_all_compared_for_a_matching_setting(tmp_path):
     write_config(root / config.dirname, config.model_dump(mode="json"))
     compared = compare_all(load_claims(), load_results(root))
     published = [c for c in load_claims() if c.dataset == "CIFAR-10" and c.mixbench_backbone == "resnet18_cifar"]
-    assert len(compared) == len(published) == 24
+    assert len(compared) == len(published) == 24 + 16  # issue 15: FMix, ResizeMix, GridMix, SmoothMix × 4 budgets
     assert {cr.status for cr in compared} == {"not run"}
     mixup = [cr for cr in compared if cr.claim.method == "mixup"]
     assert {cr.note for cr in mixup} == {"trials: 1 pending"}
@@ -329,18 +333,20 @@ def test_write_report_folder(results, claims_file, tmp_path):
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == ["README.md", "claims.csv", "plots/accuracy_vs_cost.pdf", "plots/accuracy_vs_cost.png",
                      "plots/gain_over_vanilla.pdf", "plots/gain_over_vanilla.png",
-                     "plots/measured_vs_claimed.pdf", "plots/measured_vs_claimed.png", "plots/top1_vs_epoch.pdf",
+                     "plots/measured_vs_claimed.pdf", "plots/measured_vs_claimed.png",
+                     "plots/paired_differences.pdf", "plots/paired_differences.png", "plots/top1_vs_epoch.pdf",
                      "plots/top1_vs_epoch.png", "results.csv", "results.tex", "summary.csv"]
     readme = (out / "README.md").read_text()
     assert ACCURACY_MD in readme and COST_MD in readme and CLAIMS_MD in readme
-    for plot in ("gain_over_vanilla", "top1_vs_epoch", "measured_vs_claimed", "accuracy_vs_cost"):
+    for plot in ("gain_over_vanilla", "top1_vs_epoch", "measured_vs_claimed", "accuracy_vs_cost", "paired_differences"):
         assert f"![{plot}](plots/{plot}.png)" in readme
     assert "| demo-" not in readme  # trials are named by their folder
     assert "| synthetic-resnet_tiny_cifar-mixup-s2-" in readme and "RuntimeError: boom" in readme
     assert "mixbench report RESULTS" in readme
     assert "N+1 values" in readme
     tex = (out / "results.tex").read_text()
-    assert ACCURACY_TEX in tex and COST_TEX in tex and tex.count(r"\toprule") == 4  # budgets, acc, claims, cost
+    assert ACCURACY_TEX in tex and COST_TEX in tex
+    assert tex.count(r"\toprule") == 5  # budgets, accuracy, paired comparison, claims, cost
     assert len(report.claims) == 5
 
 
@@ -402,3 +408,21 @@ def test_cells_that_pool_different_settings_are_flagged(results, tmp_path):
     write_report(results, tmp_path / "report")
     assert "- synthetic, 4 ep, resnet_tiny_cifar, vanilla: recipe.batch_size" in (
         tmp_path / "report" / "README.md").read_text()
+
+
+def test_rerun_commands_name_the_seeds_and_methods_the_records_ran(tmp_path):
+    """A suite that gained seeds and methods after its records were made (fashion_mnist: 3 -> 9 seeds, 6 -> 11
+    methods)."""
+    suite = tmp_path / "demo.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "demo", "datasets": ["synthetic"], "backbones": ["resnet_tiny_cifar"], "methods": ["vanilla", "fmix"],
+        "seeds": [0, 1, 2, 3], "recipe": {"epochs": 2, "batch_size": 10, "last_n": 2},
+    }))
+    for seed in range(4):
+        write_trial(tmp_path / "runs", "vanilla", seed, [60.0, 70.0], epochs=2)
+        write_trial(tmp_path / "runs", "fmix", seed, [60.0, 70.0], epochs=2)
+    for seed in range(2):
+        write_trial(tmp_path / "runs", "vanilla", seed, [60.0, 70.0, 72.0, 74.0], epochs=4)
+    assert rerun_commands(suite, load_results(tmp_path / "runs")) == [
+        f"mixbench run {suite}",
+        f"mixbench run {suite} --set=recipe.epochs=4 '--set=seeds=[0,1]' --only=method=vanilla"]  # quoted: [ ]

@@ -8,8 +8,11 @@ SaliencyMix, PuzzleMix and AutoMix. Every row names its `source`, pinned to a co
 mostly `Westlake-AI/openmixup@37e1372` (docs/en/mixup_benchmarks/*.md), the AutoMix paper's listing on
 paperswithcode.com, `clovaai/CutMix-PyTorch@2d8eb68`, `snu-mllab/PuzzleMix@e2dbf3a`,
 `hongyi-zhang/mixup@4ca5f03` and the SaliencyMix paper (ICLR 2021) with `afm-shahab-uddin/SaliencyMix@9ee02b8`.
-Its `note` says what the number is (`stat=...`), the α and the recipe. Users add their own claims with a
-CSV of the same columns (`mixbench report --claims FILE`), read with `load_claims`.
+Issue 15 added 188 rows at the end, generated from the same openmixup tables (CIFAR-10/100, Tiny-ImageNet,
+ImageNet PyTorch-style/RSB/DeiT, and the downstream ones) for FMix, ResizeMix, GridMix and SmoothMix: each
+copies the Mixup row of its table cell (backbone, epochs, statistic, recipe) with the method's value and α.
+Its `note` says what the number is (`stat=...`), the α and the recipe. Users add their own claims with a CSV
+of the same columns (`mixbench report --claims FILE`), read with `load_claims`.
 
 The matching rule
 -----------------
@@ -45,8 +48,10 @@ compared with; `exact` is what `TrialRecord.top1_median_last_n` holds.
 
 The status
 ----------
-*reproduced* when |measured − claimed| ≤ max(2 std over seeds, 0.3 points); else *below* or *above*;
-*partial* when the trials ran fewer epochs than the claim; *not run* when no trial of that setting finished.
+*reproduced* when the claim lies inside the 95 % Student-t interval of the measured mean over seeds
+(`mixbench.stats.claim_tolerance`: with 1 seed there is no interval and with 2 it can be vanishingly thin, so
+there the claim may also be 0.3 points away); else *below* or *above*; *partial* when the trials ran fewer
+epochs than the claim; *not run* when no trial of that setting finished.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from mixbench.results import TrialRecord
+from mixbench.stats import Interval, claim_tolerance, t_interval_from
 
 COLUMNS = ("dataset", "backbone", "timm_model", "method", "epochs", "metric", "value", "image_size", "source", "note")
 
@@ -78,8 +84,6 @@ DATASET_NAMES = {
 
 ACCURACY_METRICS = {"top1_acc": "top1", "top5_acc": "top5"}  # claim metric -> metrics.jsonl key
 
-TOLERANCE_POINTS = 0.3  # a claim is reproduced within max(TOLERANCE_STDS × std over seeds, TOLERANCE_POINTS)
-TOLERANCE_STDS = 2.0
 ASSUMED_LAST_N = 10  # openmixup's most common window, for claims that do not state their statistic
 
 Window = Literal["openmixup", "exact"]
@@ -386,15 +390,22 @@ class ClaimResult:
 
     @property
     def tolerance(self) -> float:
-        return tolerance(self.std)
+        return claim_tolerance(self.std, self.seeds)
+
+    @property
+    def interval(self) -> Interval | None:
+        """95 % t-interval of the measured mean; None with one seed."""
+        return None if self.measured is None else t_interval_from(self.measured, self.std, self.seeds)
+
+    @property
+    def delta_interval(self) -> Interval | None:
+        """The interval of measured − claimed."""
+        ci = self.interval
+        return None if ci is None else Interval(ci.low - self.claim.value, ci.high - self.claim.value, ci.method)
 
 
-def tolerance(std: float | None) -> float:
-    return max(TOLERANCE_STDS * std, TOLERANCE_POINTS) if std is not None else TOLERANCE_POINTS
-
-
-def verdict(delta: float, std: float | None) -> Status:
-    if abs(delta) <= tolerance(std):
+def verdict(delta: float, std: float | None, seeds: int) -> Status:
+    if abs(delta) <= claim_tolerance(std, seeds):
         return "reproduced"
     return "below" if delta < 0 else "above"
 
@@ -431,7 +442,7 @@ def compare(claim: Claim, trials: Sequence[TrialHistory], method_label: str | No
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
     partial = claim.epochs is not None and epochs < claim.epochs
-    status: Status = "partial" if partial else verdict(mean - claim.value, std)
+    status: Status = "partial" if partial else verdict(mean - claim.value, std, len(values))
     if partial:
         note = f"{epochs} of {claim.epochs} ep" + (f"; {note}" if note else "")
     return ClaimResult(claim, label, status, mean, std, len(values), len(at_budget), epochs, note)

@@ -22,7 +22,12 @@ def box_bounds(lam: Tensor, center: Tensor, height: int, width: int) -> Tensor:
 
     The centre fraction u maps to the pixel floor(u·H), i.e. a uniform integer in [0, H), as `randint(H)`.
     """
-    r = torch.sqrt(1.0 - lam.to(torch.float64))
+    return scaled_box_bounds(torch.sqrt(1.0 - lam.to(torch.float64)), center, height, width)
+
+
+def scaled_box_bounds(r: Tensor, center: Tensor, height: int, width: int) -> Tensor:
+    """`box_bounds` for a box of side fraction `r` (...,): size (int(H·r), int(W·r)), half-extents `cut // 2`."""
+    r = r.to(torch.float64)
     cut_h = (height * r).floor().long()
     cut_w = (width * r).floor().long()
     cy = (center[..., 0].to(torch.float64) * height).floor().long()

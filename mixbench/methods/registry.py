@@ -26,6 +26,12 @@ _REGISTRY: dict[str, type[Method] | str] = {
     "saliencymix": "mixbench.methods.saliencymix:SaliencyMix",
     "puzzlemix": "mixbench.methods.puzzlemix:PuzzleMix",
     "automix": "mixbench.methods.automix:AutoMix",
+    # Issue 15, input mixers:
+    "mixup_cutmix": "mixbench.methods.mixup_cutmix:MixupCutMix",
+    "smoothmix": "mixbench.methods.smoothmix:SmoothMix",
+    "fmix": "mixbench.methods.fmix:FMix",
+    "gridmix": "mixbench.methods.gridmix:GridMix",
+    "resizemix": "mixbench.methods.resizemix:ResizeMix",
 }
 _entry_points_loaded = False
 
