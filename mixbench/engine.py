@@ -27,8 +27,9 @@ Several processes (DDP, `gpus_per_trial: N`). Each process trains on its 1/N sha
   the global batches are the same images); otherwise it refuses, saying why. With another N it is sound but not
   bit-exact: per-process BatchNorm statistics and the per-process augmentation draws change with N.
 
-Preemption. With `stop_requested` (the Slurm executor's preemption signal), the trial stops at the next step
-boundary that every process agrees on, writes a mid-epoch checkpoint (the step within the epoch and the
+Preemption. With `stop_requested` (the Slurm executor's preemption signal), the trial stops after the step it is
+asked in (one process) or at the next check point, every `CHECK_EVERY` steps, where the processes agree on it
+(several), writes a mid-epoch checkpoint (the step within the epoch and the
 epoch's partial logs included) and raises `Preempted`; the resumed run skips the epoch's trained batches and
 equals an uninterrupted one bit for bit on CPU.
 """
@@ -531,7 +532,8 @@ def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch:
 
     A trial that fails is recorded as failed with its reason and the exception is raised again. With several
     processes every one calls this; rank 0 holds the trial's lock and writes its files. `stop_requested` is
-    polled after every step: when it returns True on any process, the trial checkpoints and raises `Preempted`.
+    polled after every step: when it returns True on any process, the trial checkpoints (after that step, or with
+    several processes at the next check point) and raises `Preempted`.
     """
     config = TrialConfig.model_validate(config)
     out_dir = Path(out_dir)

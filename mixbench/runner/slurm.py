@@ -16,7 +16,8 @@ mem_gb, ...), plus `max_num_timeout` (how many time-limit requeues are allowed; 
 Preemption and time limits. Slurm sends USR2 `signal_delay_s` (120) seconds before the time limit, and
 `scancel --signal=USR2` does the same at preemption. submitit's own handler would checkpoint and requeue at once,
 in the middle of whatever the trial was doing; `PreemptionSignal` defers it: the engine stops at the next step
-every process agrees on, writes a checkpoint of that step, and then submitit's handler runs: it calls
+every process agrees on (its next check point, at most `engine.CHECK_EVERY` steps on), writes a checkpoint of
+that step, and then submitit's handler runs: it calls
 `SlurmTrial.checkpoint` (which resubmits the same call) and requeues the job, which resumes from that checkpoint,
 so the final record equals an uninterrupted run. SIGTERM alone (scancel, or preemption without USR2) is
 ignored by submitit's handler and ends in SIGKILL: the trial then resumes from its last checkpoint when the suite
