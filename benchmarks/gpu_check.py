@@ -10,8 +10,9 @@ Six parts, each printed as a row of one table (and written to `--out`/gpu_check.
 2. throughput: a vanilla trial's training images/s (the engine, last epoch) ÷ a plain hand-written timm-style
    loop on the same model, batch, data and on-device augmentation (ResNet-18 at 224 px and resnet18_cifar at
    32 px). Target ≥ 0.95×.
-3. methods: every method's training step and peak memory ÷ vanilla's (`mixbench.bench`). Targets: AutoMix
-   ≤ 3.2× time and ≤ 1.5× memory, PuzzleMix ≤ 2.0× time, input mixers ≤ 1.05× time.
+3. methods: every method's training step and peak memory ÷ vanilla's (`mixbench.bench`; on CUDA also the `vit`
+   size, DeiT-S at 224 px, for TransMix). Targets: AutoMix ≤ 3.2× time and ≤ 1.5× memory, PuzzleMix ≤ 2.0×
+   time, ManifoldMix and TransMix ≤ 1.1× time, input mixers ≤ 1.05× time.
 4. ddp: a 1-process DDP trial (NCCL on CUDA, gloo on CPU) and a SyncBatchNorm trial (CUDA only) against the
    same trial without DDP: the per-epoch train loss must agree within float tolerance.
 5. resume: a trial stopped after epoch 1 and resumed against an uninterrupted one: the same steps and lr; the
@@ -45,9 +46,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CHANCE_MARGIN = 1.0  # top-1 points a smoke trial must clear above chance (10 classes: 10 %)
 LOSS_RTOL = {"cpu": 1e-5, "cuda": 2e-2}  # DDP(1 process) vs plain: per-epoch mean train loss, relative
-TIME_TARGETS = {"automix": 3.2, "puzzlemix": 2.0}  # step time ÷ vanilla; input mixers: INPUT_MIXER_TARGET
+TIME_TARGETS = {"automix": 3.2, "puzzlemix": 2.0,  # step time ÷ vanilla; input mixers: INPUT_MIXER_TARGET
+                "manifoldmix": 1.1, "transmix": 1.1}  # issue 15's targets (TransMix on the `vit` size only)
 INPUT_MIXER_TARGET = 1.05
 MEMORY_TARGETS = {"automix": 1.5}
+VIT_METHODS = ("vanilla", "mixup", "cutmix", "manifoldmix", "transmix")
 THROUGHPUT_TARGET = 0.95
 
 
@@ -202,13 +205,15 @@ def check_methods(s: Settings) -> Part:
     from mixbench.methods.registry import get_method_class
 
     sizes = [_quick_size()] if s.quick else [bench.SIZES["cifar"]] + ([] if s.device.type == "cpu" else
-                                                                     [bench.SIZES["imagenet"]])
+                                                                     [bench.SIZES["imagenet"], bench.SIZES["vit"]])
     names = ["vanilla", "mixup", "cutmix"] if s.quick else list_methods()
     repeats, warmup = (1, 0) if s.quick else (10, 2)
     figures, misses = {}, []
     for size in sizes:
         size_name = size.name
-        results = bench.bench_size(size, names, repeats, warmup, s.device, log=lambda line: None)
+        # The ViT size is there for TransMix: only the methods a ViT comparison needs, to keep the check short.
+        chosen = [n for n in names if n in VIT_METHODS] if size.name == "vit" else names
+        results = bench.bench_size(size, chosen, repeats, warmup, s.device, log=lambda line: None)
         base = next(r for r in results if r.name == "vanilla")
         for r in results:
             if r.skipped or r.name == "vanilla":

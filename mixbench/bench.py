@@ -1,6 +1,7 @@
 """`python -m mixbench.bench`: what every registered method costs, side by side with vanilla, on this device.
 
-For each image size (cifar: 64×3×32×32 on resnet18_cifar; imagenet: 32×3×224×224 on timm resnet18; 100 classes)
+For each image size (cifar: 64×3×32×32 on resnet18_cifar; imagenet: 32×3×224×224 on timm resnet18; vit, not run
+by default: 32×3×224×224 on timm deit_small_patch16_224; 100 classes)
 and each method, built from its card's defaults for that size's dataset family:
 
 * mixing time per batch: `method(x, y, gen)` for input mixers; for PuzzleMix the mask optimisation and
@@ -61,6 +62,8 @@ MIX_CALLS_PER_REPEAT = 8  # mixing calls timed after each step
 SIZES = {
     "cifar": BenchSize("cifar", 64, 32, "resnet18_cifar", 100, "cifar"),
     "imagenet": BenchSize("imagenet", 32, 224, "resnet18", 100, "imagenet"),
+    # ViT-only methods (TransMix) are skipped on the ResNets above; this size measures them (not a default).
+    "vit": BenchSize("vit", 32, 224, "deit_small_patch16_224", 100, "imagenet"),
 }
 
 

@@ -19,7 +19,7 @@ Every problem is one line, `file: field: problem; fix`.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,59 +64,44 @@ def _names(indices: Sequence[int], classes: Sequence[str]) -> str:
     return ", ".join(shown) + more
 
 
-def _source(name: str, root: Path, split: str) -> tuple[str, Path]:
-    """What a split's classes are called in this layout, and where they were looked for."""
-    from mixbench.data.dataset import locate
-
-    if name == "imagenet":
-        from mixbench.data.imagefolder import class_folders, find_split_dir
-
-        split_dir = find_split_dir(root, split) or root / split
-        return ("class folders" if split_dir.is_dir() and class_folders(split_dir) else "classes"), split_dir
-    if name == "tiny_imagenet":
-        from mixbench.data.tiny_imagenet import FOLDER
-
-        base = locate(root, FOLDER, "wnids.txt") or root
-        return ("class folders", base / "train") if split == "train" else ("classes", base / "val")
-    if name == "inat2018":
-        from mixbench.data.inaturalist import ANNOTATION_FILES
-
-        return "categories", root / ANNOTATION_FILES[split]
-    if name == "places205":
-        from mixbench.data.places205 import LIST_DIR
-
-        listed = root / LIST_DIR / f"{split}_places205.csv"
-        return "classes", listed if listed.is_file() else root / f"{split}_places205.csv"
-    return "classes", root
-
-
 def inspect_dataset(name: str, root: str | Path | None, limit: int | None, val_limit: int | None, *,
                     expected: Expected | None = None, field_name: str = "datasets[0]",
-                    path: str = "<suite>") -> tuple[list[tuple[str, str]], list[str], dict[str, int]]:
-    """Count one dataset root: (findings as (level, line), notes, images used per split)."""
+                    path: str = "<suite>", options: Mapping[str, Any] | None = None
+                    ) -> tuple[list[tuple[str, str]], list[str], dict[str, int]]:
+    """Count one dataset root: (findings as (level, line), notes, images used per split).
+
+    The counts come from the dataset's own reader, which lists a split without decoding an image; the spec's
+    `verify` then looks for what decoding would trip on later (for `imagefolder`: every image's header and end).
+    """
     import torch
 
     from mixbench.data import dataset_info, load_split
+    from mixbench.data.registry import dataset_spec
 
-    info = dataset_info(name)
-    want = expected or Expected(info.num_classes, dict(info.expected_counts))
+    spec = dataset_spec(name)
     root = Path(root).expanduser() if root is not None else None
     findings: list[tuple[str, str]] = []
     notes: list[str] = []
     used: dict[str, int] = {}
+    try:
+        info = dataset_info(name, options, root)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        return [("error", f"{path}: {field_name}.root: {err}")], notes, used
+    want = expected or Expected(info.num_classes, dict(info.expected_counts))
     for split, limit_key, split_limit in (("train", "limit_per_class", limit), ("val", "val_limit_per_class",
                                                                                val_limit)):
         try:
-            ds = load_split(name, root, split)  # lists the split; no image is decoded
+            ds = load_split(name, root, split, options=options)  # lists the split; no image is decoded
         except (FileNotFoundError, ValueError, OSError) as err:
             findings.append(("error", f"{path}: {field_name}.root: {err}"))
             continue
+        findings += [("error", f"{path}: {field_name}.root: {problem}") for problem in spec.verify(ds)]
         level = "warning" if split_limit else "error"
         why = f" ({field_name}.{limit_key} is set, so this is a warning)" if split_limit else ""
         purpose = "train" if split == "train" else "evaluate"
         fix = (f"; fix: point --data-root {name}=PATH at the complete {name} files, or set "
                f"{field_name}.{limit_key} to {purpose} on a subset") if not split_limit else ""
-        unit, where = _source(name, root, split) if root is not None else ("classes", f"{name} (in memory)")
+        unit, where = spec.where(root, split) if root is not None else ("classes", f"{name} (in memory)")
         per_class = torch.bincount(ds.targets, minlength=want.num_classes) if len(ds) else torch.zeros(
             want.num_classes, dtype=torch.int64)
         present = int((per_class > 0).sum())
@@ -144,17 +129,14 @@ def _index(items: Sequence[Any], name: str, attr: str = "name") -> int:
 
 
 def trial_image_size(trial: TrialConfig) -> int:
-    from mixbench.data import dataset_info
-
-    return trial.recipe.image_size or dataset_info(trial.dataset.name).image_size
+    return trial.recipe.image_size or trial.dataset.info().image_size
 
 
 def backbone_problem(trial: TrialConfig, image_size: int) -> str | None:
     """Why the backbone cannot run a forward pass at `image_size` (meta device), or None."""
     from mixbench.cost import forward_flops
-    from mixbench.data import dataset_info
 
-    info = dataset_info(trial.dataset.name)
+    info = trial.dataset.info()
     try:
         forward_flops(trial.backbone.name, trial.backbone.kwargs, info.num_classes, info.in_chans, image_size)
     except Exception as err:  # whatever the model raises at this size is the problem to report
@@ -198,18 +180,18 @@ def check_suite(suite: Suite, trials: Sequence[TrialConfig], path: str | Path = 
     report = CheckReport()
     expected = expected or {}
 
-    datasets = dict.fromkeys((t.dataset.name, t.dataset.root, t.dataset.limit_per_class,
-                              t.dataset.val_limit_per_class) for t in trials)
-    for key in datasets:
+    datasets = {(t.dataset.key, t.dataset.root, t.dataset.limit_per_class, t.dataset.val_limit_per_class): t.dataset
+                for t in trials}
+    for key, ds in datasets.items():
         name, root, limit, val_limit = key
-        field_name = f"datasets[{_index(suite.datasets, name)}]"
+        field_name = f"datasets[{_index(suite.datasets, name, 'key')}]"
         if name in no_data:
             report.add("warning", f"{path}: {field_name}.root: {name}: no data root given, so nothing was counted "
                                   f"(the estimate uses the full dataset's sizes); a run needs --data-root "
                                   f"{name}=PATH or MIXBENCH_DATA_{name.upper()}")
             continue
-        findings, notes, used = inspect_dataset(name, root, limit, val_limit, expected=expected.get(name),
-                                                field_name=field_name, path=path)
+        findings, notes, used = inspect_dataset(ds.name, root, limit, val_limit, expected=expected.get(name),
+                                                field_name=field_name, path=path, options=ds.options)
         for level, line in findings:
             report.add(level, line)
         report.notes += notes
@@ -219,7 +201,7 @@ def check_suite(suite: Suite, trials: Sequence[TrialConfig], path: str | Path = 
     checked: set[tuple] = set()
     for trial in trials:
         size = trial_image_size(trial)
-        key = (trial.dataset.name, trial.backbone.name, json.dumps(trial.backbone.kwargs, sort_keys=True), size)
+        key = (trial.dataset.key, trial.backbone.name, json.dumps(trial.backbone.kwargs, sort_keys=True), size)
         if key not in checked:
             checked.add(key)
             problem = backbone_problem(trial, size)
@@ -241,7 +223,7 @@ def check_suite(suite: Suite, trials: Sequence[TrialConfig], path: str | Path = 
                                 f"resources.gpus_per_trial {gpus} (trial {trial.dirname}); fix: make the global "
                                 f"batch a multiple of the GPUs")
         ds = trial.dataset
-        used = report.counts.get((ds.name, ds.root, ds.limit_per_class, ds.val_limit_per_class))
+        used = report.counts.get((ds.key, ds.root, ds.limit_per_class, ds.val_limit_per_class))
         if used is not None and -(-used["train"] // gpus) < recipe.batch_size // gpus:  # the engine's rule
             report.add("error", f"{path}: recipe.batch_size: {ds.name} has {used['train']:,} train images in use, "
                                 f"fewer than one batch of {recipe.batch_size} (trial {trial.dirname}); fix: lower "
@@ -256,9 +238,9 @@ def check_suite(suite: Suite, trials: Sequence[TrialConfig], path: str | Path = 
 
 def needs_root(name: str) -> bool:
     """Whether the dataset is read from files (every one but the generated `synthetic`)."""
-    from mixbench.data.registry import _entry_for
+    from mixbench.data.registry import dataset_spec
 
-    return _entry_for(name).needs_root
+    return dataset_spec(name).needs_root
 
 
 def placeholder_roots(suite: Suite, given: dict[str, str]) -> dict[str, str]:
@@ -266,21 +248,21 @@ def placeholder_roots(suite: Suite, given: dict[str, str]) -> dict[str, str]:
     estimate print before the data is there. Returns {name: stand-in}; the check notes them as not counted."""
     import tempfile
 
-    from mixbench.data import dataset_info
+    from mixbench.data.registry import dataset_spec
     from mixbench.suite import resolve_root
 
     stand_in = tempfile.gettempdir()
     out = {}
     for ds in suite.datasets:
         try:
-            info = dataset_info(ds.name)
+            spec = dataset_spec(ds.name)
         except ValueError:
             continue  # expand reports the unknown name
-        if not needs_root(ds.name):
+        if not spec.needs_root:
             continue
-        root = resolve_root(ds, given, info.default_root)
+        root = resolve_root(ds, given, spec.info.default_root)
         if root is None or not Path(root).expanduser().exists():
-            out[ds.name] = stand_in
+            out[ds.key] = stand_in
     return out
 
 
@@ -289,41 +271,3 @@ def report_lines(report: CheckReport, verbose: bool = True) -> list[str]:
     if verbose:
         lines += [f"  ok: {n}" for n in report.notes]
     return lines
-
-
-@dataclass
-class Prepared:
-    """What `prepare_args` did to the command line before the suite is loaded."""
-
-    source: str  # the suite file the user named
-    expected: dict[str, Expected] | None = None  # --tiny: the fixtures' exact contents
-    no_data: set[str] = field(default_factory=set)  # --dry-run: datasets counted from the table, not the disk
-    tiny: Any = None  # the TinyRun of --tiny
-
-
-def prepare_args(args) -> Prepared:
-    """Adjust `run`/`check` arguments before the suite is loaded.
-
-    --tiny: write the fixtures and the scaled-down suite (mixbench.data.fixtures.prepare_tiny) and point the
-    command at them (the fixture roots go in as --data-root, so no MIXBENCH_DATA_* variable can redirect them).
-    --dry-run: give datasets without a data root a stand-in root, so the grid and the estimate print before the
-    data is there (the check reports them as not counted).
-    """
-    prepared = Prepared(source=str(args.suite))
-    if getattr(args, "tiny", False):
-        from mixbench.data.fixtures import prepare_tiny
-        from mixbench.suite import load_suite
-
-        tiny = prepare_tiny(args.suite, getattr(args, "set", None), getattr(args, "results", None))
-        suite = load_suite(tiny.suite_path)
-        args.suite, args.set = str(tiny.suite_path), None
-        args.data_root = [f"{d.name}={d.root}" for d in suite.datasets if d.root]
-        prepared.expected, prepared.tiny = tiny.expected, tiny
-    elif getattr(args, "dry_run", False):
-        from mixbench.suite import load_suite, parse_data_roots
-
-        suite = load_suite(args.suite, getattr(args, "set", None))
-        stand_ins = placeholder_roots(suite, parse_data_roots(getattr(args, "data_root", None), suite))
-        args.data_root = [*(getattr(args, "data_root", None) or []), *(f"{n}={r}" for n, r in stand_ins.items())]
-        prepared.no_data = set(stand_ins)
-    return prepared

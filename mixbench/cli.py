@@ -32,10 +32,11 @@ def _load(args) -> tuple[Suite, list[TrialConfig], Path]:
 def cmd_run(args) -> int:
     from rich.live import Live
 
-    from mixbench.check import check_suite, prepare_args, report_lines
+    from mixbench.check import check_suite, report_lines
     from mixbench.report import to_markdown, write_minimal_report
     from mixbench.runner.live import jobs_table
     from mixbench.runner.local import LocalRunner, plan
+    from mixbench.tiny import prepare_args
 
     prepared = prepare_args(args)  # --tiny: fixtures and the scaled-down suite; --dry-run: roots may be absent
     suite, trials, results = _load(args)
@@ -220,7 +221,8 @@ def cmd_ls(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from mixbench.check import check_suite, prepare_args, report_lines
+    from mixbench.check import check_suite, report_lines
+    from mixbench.tiny import prepare_args
 
     prepared = prepare_args(args)
     suite, trials, results = _load(args)

@@ -204,13 +204,11 @@ class TrialEstimate:
 def split_sizes(trial: TrialConfig, counts: dict[tuple, dict[str, int]] | None = None) -> tuple[int, int]:
     """Train and val images a trial uses: counted by the pre-flight check when it ran, else the dataset
     table's full sizes (capped by limit_per_class × classes)."""
-    from mixbench.data import dataset_info
-
     ds = trial.dataset
-    counted = (counts or {}).get((ds.name, ds.root, ds.limit_per_class, ds.val_limit_per_class))
+    counted = (counts or {}).get((ds.key, ds.root, ds.limit_per_class, ds.val_limit_per_class))
     if counted:
         return counted["train"], counted["val"]
-    info = dataset_info(ds.name)
+    info = ds.info()
     train, val = info.expected_counts.get("train", 0), info.expected_counts.get("val", 0)
     if ds.limit_per_class:
         train = min(train, ds.limit_per_class * info.num_classes)
@@ -222,9 +220,7 @@ def split_sizes(trial: TrialConfig, counts: dict[tuple, dict[str, int]] | None =
 def estimate_trial(trial: TrialConfig, *, cache: FlopsCache | None = None,
                    measured: dict[tuple, Measured] | None = None,
                    counts: dict[tuple, dict[str, int]] | None = None) -> TrialEstimate:
-    from mixbench.data import dataset_info
-
-    info = dataset_info(trial.dataset.name)
+    info = trial.dataset.info()
     recipe = trial.recipe
     size = recipe.image_size or info.image_size
     fwd = forward_flops(trial.backbone.name, trial.backbone.kwargs, info.num_classes, info.in_chans, size, cache)

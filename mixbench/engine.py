@@ -215,7 +215,7 @@ class Trial(TrialState):
     `run()` drives it to the end."""
 
     def __init__(self, config: TrialConfig, out_dir: Path, stop_requested: Callable[[], bool] | None = None):
-        from mixbench.data import dataset_info, device_augment, load_split
+        from mixbench.data import device_augment, load_split
         from mixbench.methods.registry import create_method
         from mixbench.models import create_backbone
 
@@ -228,12 +228,12 @@ class Trial(TrialState):
             raise TrialFailed(f"recipe.batch_size {recipe.batch_size} is not divisible by {self.world} processes")
         self.local_batch = recipe.batch_size // self.world
 
-        self.info = dataset_info(config.dataset.name)
-        self.image_size = recipe.image_size or self.info.image_size
         ds = config.dataset
-        self.train_set = load_split(ds.name, ds.root, "train", image_size=self.image_size,
+        self.info = ds.info()
+        self.image_size = recipe.image_size or self.info.image_size
+        self.train_set = load_split(ds.name, ds.root, "train", options=ds.options, image_size=self.image_size,
                                     limit_per_class=ds.limit_per_class, seed=config.seed)
-        self.val_set = load_split(ds.name, ds.root, "val", image_size=self.image_size,
+        self.val_set = load_split(ds.name, ds.root, "val", options=ds.options, image_size=self.image_size,
                                   limit_per_class=ds.val_limit_per_class, seed=config.seed)
         self.train_augment = device_augment(self.info, train=True, image_size=self.image_size).to(self.device)
         self.eval_augment = device_augment(self.info, train=False, image_size=self.image_size).to(self.device)
@@ -463,7 +463,7 @@ class Trial(TrialState):
         top1 = summarize(self.history, "top1", recipe.last_n)
         top5 = summarize(self.history, "top5", recipe.last_n)
         record = TrialRecord(
-            trial_id=config.trial_id, suite=config.suite, dataset=config.dataset.name,
+            trial_id=config.trial_id, suite=config.suite, dataset=config.dataset.key,
             backbone=config.backbone.name, method=config.method, method_label=config.method_label,
             method_version=config.method_version, hparams={**config.hparams, **self.method.hparams()},
             seed=config.seed, status=status, reason=reason, epochs=recipe.epochs, epochs_done=self.epoch,

@@ -9,7 +9,8 @@ How a method is asked for its mixed batch (the protocol; nothing is special-case
 1. an `InputMixer` is called as in training: `method(x, y, gen)`, i.e. `method.mix(x, y, **method.sample(n,
    gen))`;
 2. any other method that defines `mix_for_display(backbone, x, y, gen) -> MixedBatch` is built, given a small
-   randomly initialised backbone with `method.setup(backbone, num_classes)` (as the engine does), and then
+   randomly initialised backbone (`DISPLAY_BACKBONE`, or the method's class attribute `display_backbone`)
+   with `method.setup(backbone, num_classes)` (as the engine does), and then
    called with that backbone (in train mode, gradients enabled), the normalised batch `x` (float N,C,H,W),
    its labels `y` (int64 N) and a seeded CPU `torch.Generator`. It returns the batch it would train on;
 3. any other method cannot be shown: `GalleryUnsupported` says so in one line.
@@ -101,7 +102,7 @@ def show_method(
     seed: int = 0,
     n: int = 4,
     image_size: int | None = None,
-    backbone: str = DISPLAY_BACKBONE,
+    backbone: str | None = None,
     hparams: dict[str, Any] | None = None,
 ) -> Figure:
     """The gallery figure of method `name` on `n` images of `dataset`, for `seed`."""
@@ -111,6 +112,8 @@ def show_method(
     info = dataset_info(dataset)
     size = image_size or info.image_size
     method = create_with_card(name, info.family, **(hparams or {}))
+    # A method that runs on one kind of network only (TransMix: a ViT) names its own display network.
+    backbone = backbone or getattr(method, "display_backbone", DISPLAY_BACKBONE)
     if not can_show(method):
         raise unsupported(method)  # before any data is read
     images, labels, classes = sample_batch(dataset, data_root, n, seed, size)

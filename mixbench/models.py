@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 # `register_model` appends each registered name to the module's `__all__`; start it with the public API.
 __all__ = [
-    "CifarResNet", "WideResNet", "check_backbone_name", "create_backbone", "list_backbones", "stage_channels",
-    "stage_features",
+    "CifarResNet", "WideResNet", "check_backbone_name", "create_backbone", "list_backbones", "num_stages",
+    "stage_channels", "stage_features", "stage_module",
 ]
 
 
@@ -276,6 +276,21 @@ def _stage_index(model: nn.Module, stage: int) -> int:
     if not 0 <= stage < len(taps):
         raise ValueError(f"{_name(model)} has stages 0..{len(taps) - 1}; got {stage}")
     return taps[stage]
+
+
+def num_stages(model: nn.Module) -> int:
+    """How many stages `stage_features` and `stage_module` know for this model (ViTs: its depth)."""
+    return len(_stage_taps(model))
+
+
+def stage_module(model: nn.Module, stage: int) -> tuple[str, nn.Module]:
+    """The submodule whose output is stage `stage` (its `feature_info` module), with its name.
+
+    A forward hook on it sees the stage's output inside an ordinary forward pass (ViTs: the whole token
+    sequence of block `stage`, prefix tokens included), which is how a method can change a hidden stage.
+    """
+    name = model.feature_info[_stage_index(model, stage)]["module"]
+    return name, model.get_submodule(name)
 
 
 def stage_channels(model: nn.Module, stage: int) -> int:

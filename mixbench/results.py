@@ -170,7 +170,7 @@ def pending_record(config: dict[str, Any]) -> TrialRecord:
 
     trial = TrialConfig.model_validate(config)
     return TrialRecord(
-        trial_id=trial.trial_id, suite=trial.suite, dataset=trial.dataset.name, backbone=trial.backbone.name,
+        trial_id=trial.trial_id, suite=trial.suite, dataset=trial.dataset.key, backbone=trial.backbone.name,
         method=trial.method, method_label=trial.method_label, method_version=trial.method_version,
         hparams=trial.hparams, seed=trial.seed, status="pending", epochs=trial.recipe.epochs,
         last_n=trial.recipe.last_n, config=trial.model_dump(mode="json"),

@@ -24,9 +24,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 AXES = ("dataset", "backbone", "method", "seed")
 
 
-def trial_axes(dataset: str, backbone: str, method_label: str, method: str, seed: int) -> dict[str, Any]:
-    """A trial's place on each axis; a method answers to its label and to its registered name."""
-    return {"dataset": dataset, "backbone": backbone, "method": [method_label, method], "seed": seed}
+def trial_axes(dataset_key: str, dataset: str, backbone: str, method_label: str, method: str,
+               seed: int) -> dict[str, Any]:
+    """A trial's place on each axis; a dataset answers to its key (label) and name, a method to its label and
+    registered name."""
+    return {"dataset": [dataset_key, dataset], "backbone": backbone, "method": [method_label, method], "seed": seed}
 
 
 def axes_match(wanted: dict[str, Any], axes: dict[str, Any]) -> bool:
@@ -84,11 +86,32 @@ def _name_or_mapping(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-class DatasetConfig(Strict):
+class DatasetConfig(BaseModel):
+    """A dataset entry: `cifar10`, `{name: imagefolder, root: PATH, label: flowers}`, or a plug-in's spec as
+    `package.module:attr`. Keys other than these fields are the dataset's options (`mixbench.data.folder` lists
+    imagefolder's); its spec validates them."""
+
+    model_config = ConfigDict(extra="allow")
     name: str
     root: str | None = None  # not part of the trial id: moving the data does not redo the trial
+    label: str | None = None  # how the dataset appears in tables, trial folders and --data-root; default: name
     limit_per_class: int | None = Field(None, gt=0)  # train images kept per class (tiny runs)
     val_limit_per_class: int | None = Field(None, gt=0)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def key(self) -> str:
+        """The dataset's name in tables, records, trial folders, `--data-root KEY=PATH` and MIXBENCH_DATA_<KEY>."""
+        return self.label or self.name
+
+    def info(self) -> Any:
+        """The `DatasetInfo` of this entry (a configurable dataset's depends on its options and files)."""
+        from mixbench.data import dataset_info
+
+        return dataset_info(self.name, self.options, self.root)
 
 
 class BackboneConfig(Strict):
@@ -166,6 +189,8 @@ class TrialConfig(Strict):
         """What the id hashes: the config less where the data lives and how many devices run it."""
         data = self.model_dump(mode="json", exclude={"resources": True, "dataset": {"root"}})
         data.pop("suite")
+        if data["dataset"].get("label") is None:  # ids from before dataset labels existed stay the same
+            data["dataset"].pop("label", None)
         return data
 
     @property
@@ -175,11 +200,13 @@ class TrialConfig(Strict):
 
     @property
     def dirname(self) -> str:
-        return f"{self.dataset.name}-{self.backbone.name}-{self.method_label}-s{self.seed}-{self.trial_id[:8]}"
+        dataset = re.sub(r"[^\w.-]", "_", self.dataset.key)
+        return f"{dataset}-{self.backbone.name}-{self.method_label}-s{self.seed}-{self.trial_id[:8]}"
 
     @property
     def axes(self) -> dict[str, Any]:
-        return trial_axes(self.dataset.name, self.backbone.name, self.method_label, self.method, self.seed)
+        return trial_axes(self.dataset.key, self.dataset.name, self.backbone.name, self.method_label, self.method,
+                          self.seed)
 
 
 # ---- error messages ------------------------------------------------------------------------------------
@@ -201,7 +228,7 @@ def _owner(loc: tuple) -> type[BaseModel] | None:
     shape = re.sub(r"\[\d+\]", "[]", parent)
     return {
         "": Suite, "recipe": Recipe, "recipe.optimizer": OptimizerConfig, "recipe.schedule": ScheduleConfig,
-        "datasets[]": DatasetConfig, "backbones[]": BackboneConfig, "overrides[]": Override,
+        "backbones[]": BackboneConfig, "overrides[]": Override,
         "resources": Resources,
     }.get(shape)
 
@@ -298,14 +325,14 @@ def data_root_from_env(dataset: str) -> str | None:
 def resolve_root(ds: DatasetConfig, data_roots: dict[str, str], default_root: str | None) -> str | None:
     """Where a dataset's files are: --data-root, then MIXBENCH_DATA_<NAME>, then the suite's root:, then the
     dataset's usual place."""
-    return data_roots.get(ds.name) or data_root_from_env(ds.name) or ds.root or default_root
+    return data_roots.get(ds.key) or data_root_from_env(ds.key) or ds.root or default_root
 
 
 def expand(
     suite: Suite, path: str | Path = "<suite>", data_roots: dict[str, str] | None = None
 ) -> list[TrialConfig]:
     """Every trial of the grid, resolved and validated (methods, backbones, datasets, data roots)."""
-    from mixbench.data import dataset_info
+    from mixbench.data.registry import OptionError, dataset_spec, resolve_dataset
     from mixbench.methods.cards import card_defaults
     from mixbench.methods.registry import create_method, get_method_class
     from mixbench.models import check_backbone_name
@@ -318,22 +345,42 @@ def expand(
         if (line := f"{path}: {field}: {message}") not in problems:
             problems.append(line)
 
-    datasets = []  # (dataset, its info, its resolved root)
+    keys = [ds.key for ds in suite.datasets]
+    datasets = []  # (dataset config, its info, the trial's dataset entry)
     for i, ds in enumerate(suite.datasets):
+        if keys.count(ds.key) > 1:
+            fail(f"datasets[{i}].label", f"{ds.key!r} names two datasets of the suite; fix: give each a distinct "
+                 f"label:")
+            continue
         try:
-            info = dataset_info(ds.name)
+            spec = dataset_spec(ds.name)
         except ValueError as err:
             fail(f"datasets[{i}].name", str(err))
             continue
+        info = spec.info
         root = resolve_root(ds, data_roots, info.default_root)
         if info.default_root is None and root is None and not info.in_memory:
-            fail(f"datasets[{i}].root", f"{ds.name} needs a data root; set root:, --data-root {ds.name}=PATH "
-                 f"or MIXBENCH_DATA_{ds.name.upper()}")
-        elif root is not None and not Path(root).exists():
-            fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.name}=PATH, "
-                 f"or MIXBENCH_DATA_{ds.name.upper()}) at the {ds.name} files")
-        else:
-            datasets.append((ds, info, root))
+            fail(f"datasets[{i}].root", f"{ds.key} needs a data root; set root:, --data-root {ds.key}=PATH "
+                 f"or MIXBENCH_DATA_{ds.key.upper()}")
+            continue
+        if root is not None and not Path(root).exists():
+            fail(f"datasets[{i}].root", f"{root} does not exist; fix: point root: (or --data-root {ds.key}=PATH, "
+                 f"or MIXBENCH_DATA_{ds.key.upper()}) at the {ds.key} files")
+            continue
+        try:
+            info, recorded = resolve_dataset(ds.name, ds.options, root)
+        except OptionError as err:
+            close = difflib.get_close_matches(err.key, sorted(DatasetConfig.model_fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            fail(f"datasets[{i}].{err.key}", f"{err}{hint}")
+            continue
+        except (FileNotFoundError, ValueError, OSError) as err:
+            fail(f"datasets[{i}].root", str(err))
+            continue
+        # A plug-in named by "module:attr" gets its spec's name as label (a trial folder holds no colon).
+        label = ds.label or (spec.name if ":" in ds.name else None)
+        dataset = {**ds.model_dump(), "label": label, "root": str(root) if root else None, **recorded}
+        datasets.append((ds, info, dataset))
     backbones = []
     for j, bb in enumerate(suite.backbones):
         try:
@@ -348,10 +395,10 @@ def expand(
         except ValueError as err:
             fail(f"methods[{k}].name", str(err))
 
-    for (ds, info, root), bb, (k, mc, cls), seed in itertools.product(datasets, backbones, methods, suite.seeds):
+    for (ds, info, dataset), bb, (k, mc, cls), seed in itertools.product(datasets, backbones, methods, suite.seeds):
         trial = {
             "suite": suite.name,
-            "dataset": {**ds.model_dump(), "root": str(root) if root else None},
+            "dataset": dataset,
             "backbone": bb.model_dump(),
             "method": mc.name,
             "method_label": mc.display,
@@ -362,7 +409,7 @@ def expand(
             "recipe": suite.recipe.model_dump(),
             "resources": suite.resources.model_dump(),
         }
-        axes = trial_axes(ds.name, bb.name, mc.display, mc.name, seed)
+        axes = trial_axes(dataset["label"] or ds.name, ds.name, bb.name, mc.display, mc.name, seed)
         for n, ov in enumerate(suite.overrides):
             if ov.matches(axes):
                 for key, value in ov.set.items():
@@ -376,7 +423,7 @@ def expand(
             config = TrialConfig.model_validate(trial)
         except ValidationError as err:
             for line in format_validation_error(str(path), err).splitlines():
-                fail(f"overrides (trial {ds.name}/{bb.name}/{mc.display}/seed {seed})", line.split(": ", 1)[1])
+                fail(f"overrides (trial {ds.key}/{bb.name}/{mc.display}/seed {seed})", line.split(": ", 1)[1])
             continue
         try:
             create_method(config.method, **config.hparams)
@@ -411,9 +458,9 @@ def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:
             name, _, root = value.partition("=")
             roots[name] = root
         elif len(suite.datasets) == 1:
-            roots[suite.datasets[0].name] = value
+            roots[suite.datasets[0].key] = value
         else:
-            names = ", ".join(d.name for d in suite.datasets)
+            names = ", ".join(d.key for d in suite.datasets)
             raise SuiteError(f"--data-root {value}: the suite has several datasets ({names}); "
                              f"fix: write --data-root NAME={value}")
     return roots

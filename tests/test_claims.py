@@ -33,8 +33,9 @@ from mixbench.results import TrialRecord
 def test_published_claims_are_package_data_with_sources():
     assert published_claims_path().parent.name == "claims"
     claims = load_claims()
-    # 437 from the project's collection; issue 15: 188 openmixup rows of FMix, ResizeMix, GridMix and SmoothMix.
-    assert len(claims) == 437 + 188
+    # 437 from the project's collection; issue 15: 188 openmixup rows of FMix, ResizeMix, GridMix and SmoothMix,
+    # 50 of ManifoldMix and TransMix.
+    assert len(claims) == 437 + 188 + 50
     assert all(c.source and c.note for c in claims)
     assert {c.method for c in claims} >= {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
     assert {c.method for c in claims} >= {"fmix", "resizemix", "gridmix", "smoothmix"}

@@ -57,12 +57,13 @@ def assert_class_colours(ds: FileDataset) -> None:
 
 
 def test_registry_lists_every_dataset_with_its_conventions():
-    assert list_datasets() == ["cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205",
-                               "cub200", "fashion_mnist", "mnist", "synthetic"]
-    families = {name: dataset_info(name).family for name in list_datasets()}
+    assert list_datasets() == ["aircraft", "cifar10", "cifar100", "cub200", "fashion_mnist", "imagefolder", "imagenet",
+                               "inat2017", "inat2018", "mnist", "places205", "synthetic", "tiny_imagenet"]
+    families = {name: dataset_info(name).family for name in list_datasets() if name != "imagefolder"}
     assert families == {"cifar10": "cifar", "cifar100": "cifar", "fashion_mnist": "cifar", "mnist": "cifar",
                         "synthetic": "cifar", "tiny_imagenet": "tiny", "imagenet": "imagenet",
-                        "inat2018": "imagenet", "places205": "imagenet", "cub200": "imagenet"}
+                        "inat2018": "imagenet", "places205": "imagenet", "cub200": "imagenet",
+                        "aircraft": "imagenet", "inat2017": "imagenet"}
     fmnist = dataset_info("fashion_mnist")
     assert (fmnist.in_chans, fmnist.image_size, fmnist.mean, fmnist.std) == (1, 28, (0.2860,), (0.3530,))
     assert fmnist.default_root == "/usr/share/datasets/fashion-mnist" and fmnist.in_memory
@@ -73,7 +74,8 @@ def test_registry_lists_every_dataset_with_its_conventions():
 
 
 def test_unknown_dataset_and_split_are_one_line_errors():
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; known: cifar10, cifar100, "):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'; registered: aircraft, cifar10, cifar100, .* "
+                                         r"\(or give one as 'package.module:attr'\)$"):
         dataset_info("cifar11")
     with pytest.raises(ValueError, match=r"imagenet: unknown split 'test'; use one of train, val$"):
         load_split("imagenet", "/nonexistent", "test")
@@ -310,6 +312,47 @@ def test_cub_official_split_and_one_based_classes(tmp_path):
     assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and train.classes[0] == "001.Bird_1"
     assert_class_colours(train)
     assert_class_colours(test)
+
+
+def test_aircraft_trainval_test_lists_and_levels(tmp_path):
+    from mixbench.data.aircraft import write_aircraft
+
+    write_aircraft(tmp_path, num_classes=4, n_trainval_per_class=3, n_test_per_class=2)
+    train = load_split("aircraft", tmp_path, "train", image_size=24)
+    test = load_split("aircraft", tmp_path / "fgvc-aircraft-2013b", "test", image_size=24)
+    assert (len(train), len(test), test.split) == (12, 8, "val")
+    # Class index = position in variants.txt (not sorted); names keep their spaces.
+    assert train.classes == ["Boeing 707-320", "A300B4", "Cessna 525", "DC-3"]
+    assert train.labels.tolist() == [0, 1, 2, 3] * 3
+    assert_class_colours(train)
+    assert_class_colours(test)
+    family = load_split("aircraft", tmp_path, "train", options={"level": "family"})
+    assert family.info.num_classes == 70 and family.classes[2] == "Family Cessna"
+    assert dataset_info("aircraft").num_classes == 100
+    listed = tmp_path / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt"
+    listed.write_text(listed.read_text() + "1234567 Concorde\n")
+    with pytest.raises(ValueError, match=r"aircraft: .*images_variant_test.txt:9: expected '<image id> <variant of "
+                                         r"variants.txt>', got '1234567 Concorde'; fix: re-extract"):
+        load_split("aircraft", tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match=r"aircraft: no fgvc-aircraft-2013b/data/images under .*; extract "
+                                                r"fgvc-aircraft-2013b.tar.gz there"):
+        load_split("aircraft", tmp_path / "nothing", "train")
+
+
+def test_inat2017_json_and_its_own_image_folder(tmp_path):
+    from mixbench.data.inaturalist import write_inat
+
+    write_inat(tmp_path, "2017", num_classes=3, n_train_per_class=2, n_val_per_class=2)
+    train = load_split("inat2017", tmp_path, "train", image_size=24)
+    val = load_split("inat2017", tmp_path, "val", image_size=24)
+    assert (len(train), len(val), train.classes) == (6, 6, ["Species 0", "Species 1", "Species 2"])
+    assert train.labels.tolist() == [2, 1, 0, 2, 1, 0]  # the file's image order, label = category_id
+    assert all(p.startswith(b"train_val_images/") for p in train.relpaths.tolist())
+    assert_class_colours(train)
+    assert_class_colours(val)
+    with pytest.raises(FileNotFoundError, match=r"inat2017: no val2017.json under .*; extract train_val_images.tar.gz "
+                                                r"and train_val2017.zip there"):
+        load_split("inat2017", tmp_path / "train_val_images", "val")
 
 
 # --- synthetic ----------------------------------------------------------------------------------------------

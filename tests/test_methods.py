@@ -79,10 +79,11 @@ def test_entry_point_methods_are_found(monkeypatch):
     from importlib.metadata import EntryPoint
 
     import mixbench.methods.registry as registry
+    import mixbench.registry as generic
 
     ep = EntryPoint(name="ep_mixup", value="mixbench.methods.mixup:Mixup", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ep.group else [])
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(generic, "entry_points", lambda group: [ep] if group == ep.group else [])
+    monkeypatch.setattr(registry.METHODS, "_loaded", False)
     monkeypatch.setitem(registry._REGISTRY, "__sentinel__", "x:y")  # restored by monkeypatch
     assert "ep_mixup" in list_methods()
     assert create_method("ep_mixup", alpha=0.5).alpha == 0.5

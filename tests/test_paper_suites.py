@@ -16,12 +16,16 @@ from mixbench.report import load_results
 from mixbench.suite import TrialConfig, expand, load_suite
 
 REPO = Path(__file__).parents[1]
-SUITES = ("cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205")
+SUITES = ("cifar10", "cifar100", "tiny_imagenet", "imagenet", "inat2018", "places205", "cub200", "aircraft",
+          "inat2017")
 METHODS = {"vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix"}
 # Issue 15's mixers, where openmixup's tables benchmark them, and timm's switch everywhere.
 ISSUE15 = {name: {"fmix", "resizemix", "gridmix", "smoothmix", "mixup_cutmix"}
            for name in ("cifar10", "cifar100", "tiny_imagenet")}
-ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"} for name in ("imagenet", "inat2018", "places205")}
+ISSUE15 |= {name: {"fmix", "resizemix", "mixup_cutmix"}
+            for name in ("imagenet", "inat2018", "places205", "cub200", "aircraft", "inat2017")}
+for name in ("cifar10", "cifar100", "tiny_imagenet", "imagenet"):  # ManifoldMix is in these tables too
+    ISSUE15[name] = ISSUE15[name] | {"manifoldmix"}
 
 
 def methods_of(name: str) -> set[str]:
@@ -64,6 +68,9 @@ def test_every_suite_has_all_six_methods_and_the_papers_backbones(tmp_path):
         "imagenet": {"resnet18", "resnet34", "resnet50", "resnet101"},
         "inat2018": {"resnet50", "resnext101_32x4d"},
         "places205": {"resnet50"},
+        "cub200": {"resnet18", "resnext50_32x4d"},
+        "aircraft": {"resnet18", "resnext50_32x4d"},
+        "inat2017": {"resnet18", "resnet50", "resnext101_32x4d"},
     }
     for name in SUITES:
         trials = trials_of(name, tmp_path)
@@ -183,8 +190,41 @@ def test_issue15_mixers_follow_the_openmixup_tables(tmp_path):
 # ---- check, dry run, --tiny through the command line -------------------------------------------------------
 
 
+def test_fine_grained_and_inat2017_recipes_and_their_claims(tmp_path):
+    from mixbench.claims import claim_backbone, claim_dataset
+
+    for name in ("cub200", "aircraft"):
+        t = trials_of(name, tmp_path)
+        for backbone in ("resnet18", "resnext50_32x4d"):
+            r = t[backbone, "vanilla"].recipe
+            assert (r.epochs, r.batch_size, r.image_size, r.optimizer.lr, r.optimizer.weight_decay) == (200, 16, 224,
+                                                                                                          1e-3, 5e-4)
+            assert (r.schedule.name, r.schedule.min_lr, r.last_n) == ("cosine", 0.0, 10)
+            assert t[backbone, "vanilla"].backbone.kwargs == {"pretrained": True, "pretrained_cfg": "tv_in1k"}
+            alphas = {m: t[backbone, m].hparams.get("alpha") for m in METHODS - {"vanilla"}}
+            assert alphas == {"mixup": 0.2, "cutmix": 1.0, "saliencymix": 0.2, "puzzlemix": 1.0, "automix": 2.0}
+            automix = t[backbone, "automix"].hparams
+            assert (automix["mb_lr"], automix["mb_min_lr"], automix["ema_momentum_end"]) == (0.01, 5e-4, 0.99999)
+    inat = trials_of("inat2017", tmp_path)
+    assert {b: inat[b, "automix"].hparams["mb_min_lr"] for b in ("resnet18", "resnet50", "resnext101_32x4d")} == {
+        "resnet18": 1e-3, "resnet50": 1e-4, "resnext101_32x4d": 1e-4}
+    r = inat["resnet50", "vanilla"].recipe
+    assert (r.epochs, r.batch_size, r.optimizer.lr, r.last_n) == (100, 256, 0.1, 5)
+    # Every published row of the three datasets names a cell of its suite (same backbone, method, epochs, size).
+    names = {claim_dataset(n): n for n in ("cub200", "aircraft", "inat2017")}
+    assert set(names) == {"CUB-200-2011", "FGVC-Aircraft", "iNaturalist2017"}
+    with open(REPO / "mixbench" / "claims" / "published.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["dataset"] in names and r["metric"] == "top1_acc"]
+    assert len(rows) == 12 + 12 + 17 + 4 + 4 + 6  # the six methods, then FMix and ResizeMix (issue 15)
+    grids = {name: trials_of(name, tmp_path) for name in names.values()}
+    for row in rows:
+        trial = grids[names[row["dataset"]]].get((claim_backbone(row["timm_model"], row["backbone"]), row["method"]))
+        assert trial is not None, row
+        assert (trial.recipe.epochs, trial.recipe.image_size) == (int(row["epochs"]), int(row["image_size"])), row
+
+
 def test_tiny_keeps_the_suites_overrides_and_writes_each_fixture_once(tmp_path):
-    from mixbench.data.fixtures import prepare_tiny
+    from mixbench.tiny import prepare_tiny
 
     tiny = prepare_tiny(suite_file("cifar100"), results=tmp_path)
     marker = tmp_path / ".tiny" / "data" / "cifar100" / ".mixbench-fixture.json"

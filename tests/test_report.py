@@ -251,7 +251,8 @@ def test_published_claims_are_all_compared_for_a_matching_setting(tmp_path):
     write_config(root / config.dirname, config.model_dump(mode="json"))
     compared = compare_all(load_claims(), load_results(root))
     published = [c for c in load_claims() if c.dataset == "CIFAR-10" and c.mixbench_backbone == "resnet18_cifar"]
-    assert len(compared) == len(published) == 24 + 16  # issue 15: FMix, ResizeMix, GridMix, SmoothMix × 4 budgets
+    # issue 15: FMix, ResizeMix, GridMix, SmoothMix and ManifoldMix × 4 budgets
+    assert len(compared) == len(published) == 24 + 16 + 4
     assert {cr.status for cr in compared} == {"not run"}
     mixup = [cr for cr in compared if cr.claim.method == "mixup"]
     assert {cr.note for cr in mixup} == {"trials: 1 pending"}

@@ -18,7 +18,7 @@ The matching rule
 -----------------
 A claim is compared with the trials of one method label (all its seeds) when
 
-1. **dataset**: the trial's dataset maps to the claim's (`DATASET_NAMES`: cifar10 → CIFAR-10, ...), or the
+1. **dataset**: the trial's dataset maps to the claim's (its spec's `claims_name`: cifar10 → CIFAR-10, ...), or the
    claim already uses the mixbench name;
 2. **backbone**: the claim's `timm_model` names the trial's backbone (`claim_backbone`):
    "resnet18 [CIFAR-stem variant; not stock timm]" is mixbench's `resnet18_cifar` (likewise
@@ -72,16 +72,6 @@ from mixbench.stats import Interval, claim_tolerance, t_interval_from
 
 COLUMNS = ("dataset", "backbone", "timm_model", "method", "epochs", "metric", "value", "image_size", "source", "note")
 
-DATASET_NAMES = {
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "tiny_imagenet": "Tiny-ImageNet",
-    "imagenet": "ImageNet-1k",
-    "inat2018": "iNaturalist2018",
-    "places205": "Places205",
-    "cub200": "CUB-200-2011",
-}
-
 ACCURACY_METRICS = {"top1_acc": "top1", "top5_acc": "top5"}  # claim metric -> metrics.jsonl key
 
 ASSUMED_LAST_N = 10  # openmixup's most common window, for claims that do not state their statistic
@@ -96,8 +86,13 @@ Status = Literal["reproduced", "below", "above", "partial", "not run"]
 
 
 def claim_dataset(dataset: str) -> str:
-    """The claims' name of a mixbench dataset (a dataset without one keeps its own name)."""
-    return DATASET_NAMES.get(dataset, dataset)
+    """The claims' name of a mixbench dataset (its spec's `claims_name`; a dataset without one keeps its name)."""
+    from mixbench.data.registry import dataset_spec
+
+    try:
+        return dataset_spec(dataset).claims_name or dataset
+    except ValueError:  # a label of the user's own data, or a plug-in this install does not have
+        return dataset
 
 
 def claim_backbone(timm_model: str, backbone: str = "") -> str | None:
@@ -326,10 +321,10 @@ def trial_image_size(record: TrialRecord) -> int | None:
     if size:
         return int(size)
     try:
-        from mixbench.data import dataset_info
+        from mixbench.suite import DatasetConfig
 
-        return dataset_info(record.dataset).image_size
-    except (ImportError, ValueError, AttributeError):  # a dataset this install does not know
+        return DatasetConfig.model_validate(record.config.get("dataset") or {"name": record.dataset}).info().image_size
+    except (ImportError, ValueError, AttributeError, OSError):  # a dataset this install does not know
         return None
 
 

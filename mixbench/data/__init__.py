@@ -1,4 +1,5 @@
-"""mixbench.data: dataset readers (one module per on-disk layout), PIL presets, batching, device augmentation.
+"""mixbench.data: dataset readers (one module per on-disk layout, each declaring its `DatasetSpec`), PIL presets,
+batching, device augmentation.
 
     info = dataset_info("cifar10")
     train = load_split("cifar10", root, "train")
@@ -10,19 +11,30 @@
 from mixbench.data.dataset import FileDataset, InMemoryDataset, MixDataset
 from mixbench.data.device_augment import DeviceAugment, device_augment
 from mixbench.data.loader import batches, epoch_seed, num_batches
-from mixbench.data.registry import DatasetInfo, dataset_info, list_datasets, load_split
+from mixbench.data.registry import (
+    DatasetInfo,
+    DatasetSpec,
+    dataset_info,
+    dataset_spec,
+    list_datasets,
+    load_split,
+    register_dataset,
+)
 
 __all__ = [
     "DatasetInfo",
+    "DatasetSpec",
     "DeviceAugment",
     "FileDataset",
     "InMemoryDataset",
     "MixDataset",
     "batches",
     "dataset_info",
+    "dataset_spec",
     "device_augment",
     "epoch_seed",
     "list_datasets",
     "load_split",
     "num_batches",
+    "register_dataset",
 ]

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mixbench.data.dataset import InMemoryDataset, locate, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import CIFAR_MEAN, CIFAR_STD, DatasetInfo, DatasetSpec, register_dataset
 
 _LAYOUT = {
     # name: (folder, {split: batch files}, meta file, label key, class-names key)
@@ -66,3 +63,27 @@ def read_cifar(info: DatasetInfo, root: Path, split: str, *, image_size: int, li
         labels.extend(batch_labels)
     return InMemoryDataset(info, root, split, classes, torch.cat(images),
                            torch.tensor(labels, dtype=torch.int64), image_size, limit_per_class)
+
+
+def _tiny_cifar10(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_cifar10
+
+    return write_cifar10(folder, train, val, num_classes=classes)
+
+
+def _tiny_cifar100(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_cifar100
+
+    return write_cifar100(folder, train, val, num_classes=classes)
+
+
+def _cifar_info(name: str, num_classes: int) -> DatasetInfo:
+    return DatasetInfo(name=name, family="cifar", num_classes=num_classes, image_size=32, in_chans=3,
+                       mean=CIFAR_MEAN, std=CIFAR_STD, in_memory=True, default_root=None,
+                       expected_counts={"train": 50_000, "val": 10_000})
+
+
+CIFAR10 = register_dataset(DatasetSpec(_cifar_info("cifar10", 10), read_cifar, _tiny_cifar10, "CIFAR-10",
+                                       test_is_val=True))
+CIFAR100 = register_dataset(DatasetSpec(_cifar_info("cifar100", 100), read_cifar, _tiny_cifar100, "CIFAR-100",
+                                        test_is_val=True))

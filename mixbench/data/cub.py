@@ -9,12 +9,9 @@ Images are in images.txt order. `root` may be the `CUB_200_2011` folder or its p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mixbench.data.dataset import FileDataset, locate, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, register_dataset
 
 FOLDER = "CUB_200_2011"
 INDEX_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
@@ -58,3 +55,16 @@ def read_cub(info: DatasetInfo, root: Path, split: str, *, image_size: int, limi
             labels.append(int(class_of[image_id]) - 1)
     return FileDataset(info, base, split, classes, base / "images", relpaths, labels, image_size,
                        limit_per_class)
+
+
+def _tiny_fixture(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_cub
+
+    return write_cub(folder, classes, train, val)
+
+
+CUB200 = register_dataset(DatasetSpec(
+    DatasetInfo(name="cub200", family="imagenet", num_classes=200, image_size=224, in_chans=3,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False, default_root=None,
+                expected_counts={"train": 5_994, "val": 5_794}),
+    read_cub, _tiny_fixture, "CUB-200-2011", test_is_val=True))

@@ -141,8 +141,9 @@ class FileDataset(MixDataset):
         self.relpaths = np.array([relpaths[i].encode() for i in keep.tolist()], dtype=np.bytes_)  # UTF-8
         self.labels = labels[keep]
         self.targets = self.labels
-        self.train_transform = train_transform(info.family, image_size)
-        self.eval_transform = eval_transform(info.family, image_size)
+        self.train_transform = train_transform(info.pil_preset, image_size)
+        self.eval_transform = eval_transform(info.pil_preset, image_size)
+        self.mode = "L" if info.in_chans == 1 else "RGB"
 
     def path(self, index: int) -> str:
         return os.path.join(self.image_dir, self.relpaths[index].decode())
@@ -152,8 +153,9 @@ class FileDataset(MixDataset):
         path = self.path(index)
         try:
             with Image.open(path) as img:
-                # Tiny-ImageNet has grey images, ImageNet a few CMYK ones: every file dataset is RGB.
-                img = img.convert("RGB") if img.mode != "RGB" else img
+                # Tiny-ImageNet has grey images, ImageNet a few CMYK ones, users' PNGs alpha and palettes: every
+                # file dataset is RGB, or grey when its info says 1 channel.
+                img = img.convert(self.mode) if img.mode != self.mode else img
                 if item_seed is None:
                     image = self.eval_transform(img)
                 else:

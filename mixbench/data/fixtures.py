@@ -5,30 +5,21 @@ return the path to pass to `load_split` as root. The images of the file datasets
 mean colour is `class_colour(label)`, where `label` is the class index mixbench's reader must assign (sorted
 wnids, category id, class id - 1, ...), so a test can check that each image came with the right label.
 
-`--tiny` (`mixbench run|check SUITE --tiny`, see `prepare_tiny` and docs/cost_model.md "--tiny") writes one
-fixture per dataset of the suite, once, into `<results>/.tiny/data/<dataset>/`, and a scaled-down copy of the
-suite that trains on them into `<results>/.tiny/suites/<suite>.yaml`; its trials go to `<results>/<suite>-tiny/`.
+Each dataset's spec (`DatasetSpec.write_tiny`, in its reader's module) calls one of these writers with the
+sizes `--tiny` asks for (`mixbench.tiny`); datasets added later may keep their writer in their own module.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import json
-import os
 import pickle
-import shutil
 import struct
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-
-if TYPE_CHECKING:
-    from mixbench.check import Expected
 
 IDX_MAGIC = {3: 2051, 1: 2049}  # images (N, rows, cols), labels (N,)
 
@@ -207,26 +198,9 @@ def write_inat2018(root: Path, num_classes: int = 3, n_train_per_class: int = 3,
                    size: tuple[int, int] = (20, 15)) -> Path:
     """`root/train_val2018/<supercategory>/<category_id>/<hash>.jpg` shared by train and val, and COCO-style
     `train2018.json` / `val2018.json` (categories 0..num_classes-1; label = category_id)."""
-    root = Path(root)
-    supercategory = ["Plantae", "Aves", "Insecta"]
-    categories = [{"id": c, "name": f"Species {c}", "supercategory": supercategory[c % 3], "kingdom": "k",
-                   "phylum": "p", "class": "c", "order": "o", "family": "f", "genus": "g"}
-                  for c in range(num_classes)]
-    image_id = 0
-    for split, per_class in (("train", n_train_per_class), ("val", n_val_per_class)):
-        images, annotations = [], []
-        # Categories listed in reverse so that file order and category order differ.
-        for category in [c for _ in range(per_class) for c in reversed(range(num_classes))]:
-            file_name = f"train_val2018/{supercategory[category % 3]}/{category}/{image_id:032x}.jpg"
-            write_jpeg(root / file_name, category, size, seed=image_id)
-            images.append({"id": image_id, "width": size[0], "height": size[1], "file_name": file_name,
-                           "license": 1, "rights_holder": "fixture"})
-            annotations.append({"id": 1000 + image_id, "image_id": image_id, "category_id": category})
-            image_id += 1
-        coco = {"info": {"year": 2018}, "licenses": [], "images": images,
-                "annotations": list(reversed(annotations)), "categories": categories}
-        (root / f"{split}2018.json").write_text(json.dumps(coco))
-    return root
+    from mixbench.data.inaturalist import write_inat
+
+    return write_inat(root, "2018", num_classes, n_train_per_class, n_val_per_class, size)
 
 
 # --- Places205 -----------------------------------------------------------------------------------------
@@ -282,167 +256,3 @@ def write_cub(root: Path, num_classes: int = 3, n_train_per_class: int = 2, n_te
         (out / name).write_text("".join(lines))
     (out / "README").write_text("CUB-200-2011 fixture\n")
     return out
-
-
-# --- --tiny: every paper suite end to end on fixtures, in seconds per trial ------------------------------------
-
-TINY_DIR = ".tiny"  # under the results folder: data/<dataset>/ (fixtures) and suites/<suite>.yaml
-TINY_CLASSES = 2
-TINY_TRAIN_PER_CLASS = 2
-TINY_VAL_PER_CLASS = 1
-TINY_BATCH = 2  # global; 4 train images -> 2 steps
-TINY_SIZES = (32, 64, 96, 128, 160, 192, 224)  # the first one every backbone and method accepts is used
-FIXTURE_VERSION = 1  # bump when a tiny fixture changes, so cached ones are rewritten
-_MARKER = ".mixbench-fixture.json"
-
-_TINY_WRITERS: dict[str, Callable[[Path], Path]] = {
-    "cifar10": lambda d: write_cifar10(d, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS, num_classes=TINY_CLASSES),
-    "cifar100": lambda d: write_cifar100(d, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS, num_classes=TINY_CLASSES),
-    "tiny_imagenet": lambda d: write_tiny_imagenet(d, ("n01629819", "n01443537"), TINY_TRAIN_PER_CLASS,
-                                                   TINY_VAL_PER_CLASS),
-    "imagenet": lambda d: write_imagefolder(d, ("n01440764", "n01443537"), TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS),
-    "inat2018": lambda d: write_inat2018(d, TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS),
-    "places205": lambda d: write_places205(d, ("a/abbey", "a/airport_terminal"), TINY_TRAIN_PER_CLASS,
-                                           TINY_VAL_PER_CLASS),
-    "cub200": lambda d: write_cub(d, TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS),
-    "fashion_mnist": lambda d: write_idx(d, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS, num_classes=TINY_CLASSES),
-    "mnist": lambda d: write_idx(d, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS, num_classes=TINY_CLASSES),
-}
-
-
-def tiny_expected() -> Expected:
-    """What every tiny fixture holds: 2 classes, 2 train and 1 val image each."""
-    from mixbench.check import Expected
-
-    return Expected(TINY_CLASSES, {"train": TINY_CLASSES * TINY_TRAIN_PER_CLASS,
-                                   "val": TINY_CLASSES * TINY_VAL_PER_CLASS})
-
-
-def _fixture_root(final: Path) -> Path | None:
-    """The root inside a finished fixture tree of the current version, or None."""
-    try:
-        info = json.loads((final / _MARKER).read_text())
-        return final / info["root"] if info.get("version") == FIXTURE_VERSION else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def tiny_fixture(dataset: str, cache: Path) -> Path:
-    """The root of `dataset`'s tiny fixture under `cache`, written once (atomically: a half-written tree is never
-    used, and concurrent writers agree on one)."""
-    if dataset not in _TINY_WRITERS:
-        raise ValueError(f"--tiny has no fixture writer for dataset {dataset!r}; it knows {', '.join(_TINY_WRITERS)}")
-    final = Path(cache) / dataset
-    root = _fixture_root(final)
-    if root is not None:
-        return root
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{dataset}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    written = _TINY_WRITERS[dataset](tmp)
-    (tmp / _MARKER).write_text(json.dumps({"version": FIXTURE_VERSION, "dataset": dataset,
-                                           "root": os.path.relpath(written, tmp)}) + "\n")
-    shutil.rmtree(final, ignore_errors=True)  # an older version, or an interrupted write
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process finished first: use its tree
-        shutil.rmtree(tmp, ignore_errors=True)
-    root = _fixture_root(final)
-    if root is None:
-        raise RuntimeError(f"--tiny could not write the {dataset} fixture into {final}")
-    return root
-
-
-@dataclass
-class TinyRun:
-    """A suite's --tiny variant: where it was written, its fixtures' expected contents, the size chosen."""
-
-    source: str  # the suite file it was made from
-    suite_path: Path
-    results_root: Path
-    expected: dict[str, Expected]
-    image_size: int
-
-
-def tiny_image_size(trials: Sequence, largest: int) -> int:
-    """The smallest of TINY_SIZES (up to the suite's own size) at which every backbone runs and every method's
-    constraints hold (PuzzleMix grids, AutoMix stages); the suite's size when none does."""
-    from mixbench.check import trial_problems
-
-    distinct = {(t.backbone.name, json.dumps(t.backbone.kwargs, sort_keys=True), t.dataset.name, t.method,
-                 json.dumps(t.hparams, sort_keys=True, default=str)): t for t in trials}
-    for size in (s for s in TINY_SIZES if s <= largest):
-        if all(not trial_problems(t, size) for t in distinct.values()):
-            return size
-    return largest
-
-
-def tiny_overrides(image_size: int) -> dict[str, Any]:
-    """What --tiny forces on every trial, as the suite's last override (so no override of the suite undoes it)."""
-    return {
-        "recipe.epochs": 1,
-        "recipe.batch_size": TINY_BATCH,
-        "recipe.image_size": image_size,
-        "recipe.eval_batch_size": None,
-        "recipe.num_workers": 0,
-        "recipe.last_n": 1,
-        "recipe.schedule.warmup_epochs": 0,
-        "dataset.limit_per_class": TINY_TRAIN_PER_CLASS,
-        "dataset.val_limit_per_class": TINY_VAL_PER_CLASS,
-        "resources.gpus_per_trial": 1,
-    }
-
-
-def prepare_tiny(suite_path: str | Path, sets: list[str] | None = None, results: str | Path | None = None
-                 ) -> TinyRun:
-    """Write the fixtures and the --tiny variant of a suite; see docs/cost_model.md "--tiny" for what changes.
-
-    The suite is validated and expanded first against the fixtures, so any mistake is reported against the
-    user's file, not the generated one.
-    """
-    import yaml
-
-    from mixbench.check import needs_root, trial_image_size
-    from mixbench.suite import expand, load_suite
-
-    suite = load_suite(suite_path, sets)
-    results_root = Path(results or suite.results_dir)
-    cache = results_root / TINY_DIR
-    roots: dict[str, str] = {}
-    expected: dict[str, Expected] = {}
-    for ds in suite.datasets:
-        if ds.name not in roots and needs_root(ds.name):
-            roots[ds.name] = str(tiny_fixture(ds.name, cache / "data").resolve())
-            expected[ds.name] = tiny_expected()
-    trials = expand(suite, suite_path, roots)
-    size = tiny_image_size(trials, max(trial_image_size(t) for t in trials))
-
-    data = suite.model_dump(mode="json", exclude_unset=True)
-    data["name"] = f"{suite.name}-tiny"
-    data["description"] = (f"--tiny variant of {suite_path}, generated by mixbench: fixture data "
-                           f"({TINY_CLASSES} classes x {TINY_TRAIN_PER_CLASS} train / {TINY_VAL_PER_CLASS} val "
-                           f"images), 1 epoch, batch {TINY_BATCH}, {size} px, seed {suite.seeds[0]}, 1 device")
-    data["datasets"] = [{**d, "root": roots.get(d["name"], d.get("root")),
-                         "limit_per_class": TINY_TRAIN_PER_CLASS, "val_limit_per_class": TINY_VAL_PER_CLASS}
-                        for d in suite.model_dump(mode="json")["datasets"]]
-    data["seeds"] = [suite.seeds[0]]
-    forced = tiny_overrides(size)
-    recipe = data.setdefault("recipe", {})
-    for key, value in forced.items():
-        if key.startswith("recipe."):
-            node = recipe
-            *parents, leaf = key.split(".")[1:]
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    data["overrides"] = [*data.get("overrides", []), {"match": {}, "set": forced}]
-    data["resources"] = {**data.get("resources", {}), "gpus_per_trial": 1}
-    data["results_dir"] = str(results_root)
-    out = cache / "suites" / f"{suite.name}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Generated by `mixbench ... --tiny` from {suite_path}; do not edit (it is rewritten on every\n"
-              f"# --tiny run). The last override forces the tiny recipe on every trial.\n")
-    from mixbench.results import atomic_write_text
-
-    atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
-    return TinyRun(str(suite_path), out, results_root, expected, size)

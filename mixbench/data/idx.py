@@ -10,15 +10,12 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mixbench.data.dataset import InMemoryDataset, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import DatasetInfo, DatasetSpec, register_dataset
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 CLASSES = {
@@ -75,3 +72,22 @@ def read_idx(info: DatasetInfo, root: Path, split: str, *, image_size: int, limi
     images = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: frombuffer arrays are read-only
     return InMemoryDataset(info, root, split, list(CLASSES[info.name]), images,
                            torch.from_numpy(labels.astype(np.int64)), image_size, limit_per_class)
+
+
+def _tiny_idx(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_idx
+
+    return write_idx(folder, train, val, num_classes=classes)
+
+
+def _idx_info(name: str, mean: float, std: float, default_root: str | None) -> DatasetInfo:
+    return DatasetInfo(name=name, family="cifar", num_classes=10, image_size=28, in_chans=1, mean=(mean,),
+                       std=(std,), in_memory=True, default_root=default_root,
+                       expected_counts={"train": 60_000, "val": 10_000})
+
+
+FASHION_MNIST = register_dataset(DatasetSpec(
+    _idx_info("fashion_mnist", 0.2860, 0.3530, "/usr/share/datasets/fashion-mnist"), read_idx, _tiny_idx,
+    test_is_val=True))
+MNIST = register_dataset(DatasetSpec(_idx_info("mnist", 0.1307, 0.3081, None), read_idx, _tiny_idx,
+                                     test_is_val=True))

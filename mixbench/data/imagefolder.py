@@ -15,12 +15,9 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mixbench.data.dataset import FileDataset, is_image_file, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, register_dataset
 
 SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "eval", "evaluation")}
 VAL_SOLUTION = "LOC_val_solution.csv"
@@ -92,3 +89,21 @@ def read_imagefolder(info: DatasetInfo, root: Path, split: str, *, image_size: i
             relpaths.append(os.path.join(os.path.relpath(split_dir, root), name))
             labels.append(index[wnid])
     return FileDataset(info, root, split, classes, root, relpaths, labels, image_size, limit_per_class)
+
+
+def _tiny_fixture(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_imagefolder
+
+    return write_imagefolder(folder, [f"n0{1440764 + 2773 * k:07d}" for k in range(classes)], train, val)
+
+
+def _counted_in(root: Path, split: str) -> tuple[str, Path]:
+    split_dir = find_split_dir(root, split) or root / split
+    return ("class folders" if split_dir.is_dir() and class_folders(split_dir) else "classes"), split_dir
+
+
+IMAGENET = register_dataset(DatasetSpec(
+    DatasetInfo(name="imagenet", family="imagenet", num_classes=1000, image_size=224, in_chans=3,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False, default_root=None,
+                expected_counts={"train": 1_281_167, "val": 50_000}),
+    read_imagefolder, _tiny_fixture, "ImageNet-1k", counted_in=_counted_in))

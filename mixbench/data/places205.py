@@ -11,12 +11,9 @@ looked for under `data/vision/torralba/deeplearning/images256/`, `images256/`, o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mixbench.data.dataset import FileDataset, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, register_dataset
 
 LIST_DIR = "trainvalsplit_places205"
 IMAGE_DIRS = ("data/vision/torralba/deeplearning/images256", "images256", ".")
@@ -54,3 +51,23 @@ def read_places205(info: DatasetInfo, root: Path, split: str, *, image_size: int
         names.setdefault(label, "/".join(relpath.split("/")[1:-1]))
     classes = [names.get(i, f"class_{i}") for i in range(max(names) + 1)]
     return FileDataset(info, root, split, classes, image_dir, relpaths, labels, image_size, limit_per_class)
+
+
+def _tiny_fixture(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_places205
+
+    return write_places205(folder, ("a/abbey", "a/airport_terminal", "b/bedroom", "f/field/cultivated")[:classes],
+                           train, val)
+
+
+def _counted_in(root: Path, split: str) -> tuple[str, Path]:
+    listed = root / LIST_DIR / f"{split}_places205.csv"
+    return "classes", listed if listed.is_file() else root / f"{split}_places205.csv"
+
+
+# Train count from Zhou et al. (NeurIPS 2014); val is 100 per class. Not checked against the lists.
+PLACES205 = register_dataset(DatasetSpec(
+    DatasetInfo(name="places205", family="imagenet", num_classes=205, image_size=224, in_chans=3,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False, default_root=None,
+                expected_counts={"train": 2_448_873, "val": 20_500}),
+    read_places205, _tiny_fixture, "Places205", counted_in=_counted_in))

@@ -1,20 +1,35 @@
-"""The dataset table: what mixbench knows about each dataset, and `load_split` to read one split of it.
+"""The dataset registry: one `DatasetSpec` per dataset, declared in its reader's module, and `load_split`.
 
-Every row names the reader for its on-disk layout (one module per layout in this package). Readers all
-take `(info, root, split, *, image_size, limit_per_class, seed)` and return a `MixDataset`.
+A spec is everything mixbench knows about a dataset: its `DatasetInfo` (classes, size, mean/std, card family),
+its reader, how `mixbench check` names what it counted (the reader lists a split without decoding an image, and
+check counts the labels it listed), its tiny-fixture writer (for `--tiny`), and its name in published claims.
+Built-in readers register their specs with `register_dataset(SPEC)` when imported; every module of this package
+is imported on the first lookup, so adding a built-in dataset is one new file. Plug-ins are `DatasetSpec` objects
+named by the entry-point group `mixbench.datasets` (`flowers = "labpkg.flowers:SPEC"`) or by a suite's
+`name: "labpkg.flowers:SPEC"`.
+
+Readers all take `(info, root, split, *, image_size, limit_per_class, seed)` and return a `MixDataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import json
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mixbench.data import cifar, cub, idx, imagefolder, inaturalist, places205, synthetic, tiny_imagenet
-from mixbench.data.dataset import MixDataset
+from mixbench.registry import Registry
+
+if TYPE_CHECKING:
+    from mixbench.data.dataset import MixDataset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+ENTRY_POINT_GROUP = "mixbench.datasets"
 
 
 @dataclass(frozen=True)
@@ -29,75 +44,109 @@ class DatasetInfo:
     in_memory: bool  # the whole split is one uint8 tensor (no per-image decoding)
     default_root: str | None
     expected_counts: dict[str, int]  # full-size image count per split, for a pre-flight check
+    transforms: str | None = None  # PIL preset of a file dataset ("tiny" or "imagenet"); None: the family's
+    options: Mapping[str, Any] = field(default_factory=dict)  # a configurable dataset's resolved options
+
+    @property
+    def pil_preset(self) -> str:
+        return self.transforms or self.family
 
 
-Reader = Callable[..., MixDataset]
+Reader = Callable[..., "MixDataset"]
+# (folder, classes, train images per class, val images per class) -> the root to read
+TinyWriter = Callable[[Path, int, int, int], Path]
+
+
+class OptionError(ValueError):
+    """A bad value for one key of a suite's dataset entry; `key` names it (`datasets[i].<key>`)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
-class _Entry:
+class DatasetSpec:
+    """One dataset: what it is, how to read it, how check names what it counted, its fixture, its claims name.
+
+    Subclass and override `resolve` for a dataset configured by the suite (see `mixbench.data.folder`), and
+    `verify` for checks that need more than the listing (image headers).
+    """
+
     info: DatasetInfo
     read: Reader
-    test_is_val: bool  # the dataset's own name for its labelled held-out split is "test"
+    write_tiny: TinyWriter | None = None
+    claims_name: str | None = None  # the dataset's name in published claims (`CUB-200-2011`), if any
+    test_is_val: bool = False  # the dataset's own name for its labelled held-out split is "test"
     needs_root: bool = True
+    # (root, split) -> (what check calls the classes it counted, where it looked); None: ("classes", root)
+    counted_in: Callable[[Path, str], tuple[str, Path]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def resolve(self, options: Mapping[str, Any], root: Path | None) -> tuple[DatasetInfo, dict[str, Any]]:
+        """The info for a suite entry's extra keys, and what the trial records of them (it enters the trial id).
+        A fixed dataset takes none."""
+        for key in options:
+            raise OptionError(key, f"unknown key for dataset {self.name}; fix: remove it (only the configurable "
+                                   f"datasets, e.g. imagefolder, take options)")
+        return self.info, {}
+
+    def verify(self, ds: MixDataset) -> list[str]:
+        """Problems with the listed files that reading them would hit later (one line each); none by default."""
+        return []
+
+    def where(self, root: Path, split: str) -> tuple[str, Path]:
+        return self.counted_in(root, split) if self.counted_in else ("classes", root)
 
 
-def _entry(read: Reader, test_is_val: bool, needs_root: bool = True, **fields) -> _Entry:
-    return _Entry(DatasetInfo(**fields), read, test_is_val, needs_root)
+def _import_readers() -> None:
+    import mixbench.data as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
-_TABLE: dict[str, _Entry] = {
-    e.info.name: e
-    for e in (
-        _entry(cifar.read_cifar, True, name="cifar10", family="cifar", num_classes=10, image_size=32,
-               in_chans=3, mean=CIFAR_MEAN, std=CIFAR_STD, in_memory=True, default_root=None,
-               expected_counts={"train": 50_000, "val": 10_000}),
-        _entry(cifar.read_cifar, True, name="cifar100", family="cifar", num_classes=100, image_size=32,
-               in_chans=3, mean=CIFAR_MEAN, std=CIFAR_STD, in_memory=True, default_root=None,
-               expected_counts={"train": 50_000, "val": 10_000}),
-        _entry(tiny_imagenet.read_tiny_imagenet, False, name="tiny_imagenet", family="tiny", num_classes=200,
-               image_size=64, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False,
-               default_root=None, expected_counts={"train": 100_000, "val": 10_000}),
-        _entry(imagefolder.read_imagefolder, False, name="imagenet", family="imagenet", num_classes=1000,
-               image_size=224, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False,
-               default_root=None, expected_counts={"train": 1_281_167, "val": 50_000}),
-        _entry(inaturalist.read_inat2018, False, name="inat2018", family="imagenet", num_classes=8142,
-               image_size=224, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False,
-               default_root=None, expected_counts={"train": 437_513, "val": 24_426}),
-        # Train count from Zhou et al. (NeurIPS 2014); val is 100 per class. Not checked against the lists.
-        _entry(places205.read_places205, False, name="places205", family="imagenet", num_classes=205,
-               image_size=224, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False,
-               default_root=None, expected_counts={"train": 2_448_873, "val": 20_500}),
-        _entry(cub.read_cub, True, name="cub200", family="imagenet", num_classes=200, image_size=224,
-               in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False, default_root=None,
-               expected_counts={"train": 5_994, "val": 5_794}),
-        _entry(idx.read_idx, True, name="fashion_mnist", family="cifar", num_classes=10, image_size=28,
-               in_chans=1, mean=(0.2860,), std=(0.3530,), in_memory=True,
-               default_root="/usr/share/datasets/fashion-mnist",
-               expected_counts={"train": 60_000, "val": 10_000}),
-        _entry(idx.read_idx, True, name="mnist", family="cifar", num_classes=10, image_size=28, in_chans=1,
-               mean=(0.1307,), std=(0.3081,), in_memory=True, default_root=None,
-               expected_counts={"train": 60_000, "val": 10_000}),
-        _entry(synthetic.make_synthetic, False, needs_root=False, name="synthetic", family="cifar",
-               num_classes=10, image_size=32, in_chans=3, mean=CIFAR_MEAN, std=CIFAR_STD, in_memory=True,
-               default_root=None, expected_counts=dict(synthetic.SPLIT_SIZES)),
-    )
-}
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", ENTRY_POINT_GROUP, accepts=lambda obj: isinstance(obj, DatasetSpec),
+    expected="a mixbench.data.DatasetSpec", name_of=lambda spec: spec.name, discover=_import_readers)
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Register a built-in spec under its name (call it in the reader's module)."""
+    return DATASETS.register(spec)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    return DATASETS.get(name)
 
 
 def list_datasets() -> list[str]:
-    return list(_TABLE)
+    return DATASETS.names()
 
 
-def _entry_for(name: str) -> _Entry:
-    try:
-        return _TABLE[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_TABLE)}") from None
+def dataset_info(name: str, options: Mapping[str, Any] | None = None, root: str | Path | None = None
+                 ) -> DatasetInfo:
+    """The info of a dataset; a configurable one needs the suite entry's `options` and its data `root`."""
+    return _resolved(name, json.dumps(dict(options or {}), sort_keys=True, default=str),
+                     None if root is None else str(Path(root).expanduser()))[0]
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    return _entry_for(name).info
+def resolve_dataset(name: str, options: Mapping[str, Any] | None = None, root: str | Path | None = None
+                    ) -> tuple[DatasetInfo, dict[str, Any]]:
+    """`DatasetSpec.resolve` of the named dataset, cached (a configurable dataset lists its classes there)."""
+    return _resolved(name, json.dumps(dict(options or {}), sort_keys=True, default=str),
+                     None if root is None else str(Path(root).expanduser()))
+
+
+@lru_cache(maxsize=64)
+def _resolved(name: str, options_json: str, root: str | None) -> tuple[DatasetInfo, dict[str, Any]]:
+    spec = dataset_spec(name)
+    if root is None and spec.info.default_root is not None:
+        root = spec.info.default_root
+    return spec.resolve(json.loads(options_json), None if root is None else Path(root))
 
 
 def load_split(
@@ -105,29 +154,30 @@ def load_split(
     root: str | Path | None,
     split: str,
     *,
+    options: Mapping[str, Any] | None = None,
     image_size: int | None = None,
     limit_per_class: int | None = None,
     seed: int = 0,
 ) -> MixDataset:
     """One split ("train" or "val") of a dataset, read from `root` (None: the dataset's default root).
 
-    `limit_per_class` keeps the first k images of each class in file order; `seed` only matters for
-    `synthetic`. `image_size` sets the resolution the file datasets' PIL transforms produce (in-memory
-    datasets keep their native size; `device_augment` resizes them).
+    `options` are the suite entry's extra keys (configurable datasets only). `limit_per_class` keeps the first k
+    images of each class in file order; `seed` only matters for `synthetic`. `image_size` sets the resolution the
+    file datasets' PIL transforms produce (in-memory datasets keep their native size; `device_augment` resizes).
     """
-    entry = _entry_for(name)
-    info = entry.info
-    aliases = {"train": "train", "val": "val", **({"test": "val"} if entry.test_is_val else {})}
+    spec = dataset_spec(name)
+    aliases = {"train": "train", "val": "val", **({"test": "val"} if spec.test_is_val else {})}
     if split not in aliases:
         raise ValueError(f"{name}: unknown split {split!r}; use one of {', '.join(aliases)}")
     if limit_per_class is not None and limit_per_class <= 0:
         raise ValueError(f"{name}: limit_per_class must be positive, got {limit_per_class}")
     if image_size is not None and image_size <= 0:
         raise ValueError(f"{name}: image_size must be positive, got {image_size}")
-    if root is None and info.default_root is not None:
-        root = info.default_root
-    if root is None and entry.needs_root:
+    if root is None and spec.info.default_root is not None:
+        root = spec.info.default_root
+    if root is None and spec.needs_root:
         raise FileNotFoundError(f"{name}: no data root given; pass --data-root {name}=PATH "
                                 f"(or set MIXBENCH_DATA_{name.upper()})")
-    return entry.read(info, None if root is None else Path(root).expanduser(), aliases[split],
-                      image_size=image_size or info.image_size, limit_per_class=limit_per_class, seed=seed)
+    info = dataset_info(name, options, root)
+    return spec.read(info, None if root is None else Path(root).expanduser(), aliases[split],
+                     image_size=image_size or info.image_size, limit_per_class=limit_per_class, seed=seed)

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from mixbench.data.dataset import InMemoryDataset
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import CIFAR_MEAN, CIFAR_STD, DatasetInfo, DatasetSpec, register_dataset
 
 SPLIT_SIZES = {"train": 2000, "val": 500}
 SIZE = 32
@@ -86,3 +83,9 @@ def make_synthetic(info: DatasetInfo, root: Path | None, split: str, *, image_si
     # Generate the whole split, then keep the first k per class: a limited set is part of the full one.
     images, labels = generate(SPLIT_SIZES[split], seed, 0 if split == "train" else 1)
     return InMemoryDataset(info, None, split, list(SHAPES), images, labels, image_size, limit_per_class)
+
+
+SYNTHETIC = register_dataset(DatasetSpec(
+    DatasetInfo(name="synthetic", family="cifar", num_classes=10, image_size=SIZE, in_chans=3, mean=CIFAR_MEAN,
+                std=CIFAR_STD, in_memory=True, default_root=None, expected_counts=dict(SPLIT_SIZES)),
+    make_synthetic, needs_root=False))

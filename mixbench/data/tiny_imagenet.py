@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mixbench.data.dataset import FileDataset, is_image_file, locate, missing
-
-if TYPE_CHECKING:
-    from mixbench.data.registry import DatasetInfo
+from mixbench.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, register_dataset
 
 FOLDER = "tiny-imagenet-200"
 
@@ -53,3 +50,21 @@ def read_tiny_imagenet(info: DatasetInfo, root: Path, split: str, *, image_size:
             relpaths.append(f"val/images/{fields[0]}")
             labels.append(index[fields[1]])
     return FileDataset(info, base, split, wnids, base, relpaths, labels, image_size, limit_per_class)
+
+
+def _tiny_fixture(folder: Path, classes: int, train: int, val: int) -> Path:
+    from mixbench.data.fixtures import write_tiny_imagenet
+
+    return write_tiny_imagenet(folder, [f"n0{1629819 - 186282 * k:07d}" for k in range(classes)], train, val)
+
+
+def _counted_in(root: Path, split: str) -> tuple[str, Path]:
+    base = locate(root, FOLDER, "wnids.txt") or root
+    return ("class folders", base / "train") if split == "train" else ("classes", base / "val")
+
+
+TINY_IMAGENET = register_dataset(DatasetSpec(
+    DatasetInfo(name="tiny_imagenet", family="tiny", num_classes=200, image_size=64, in_chans=3,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=False, default_root=None,
+                expected_counts={"train": 100_000, "val": 10_000}),
+    read_tiny_imagenet, _tiny_fixture, "Tiny-ImageNet", counted_in=_counted_in))

@@ -72,6 +72,11 @@ def mixed_cross_entropy(
     return (lam * ce_a + (1 - lam) * ce_b).mean()
 
 
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy against dense targets (rows summing to 1), averaged over the batch (RecursiveMix)."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
 def sample_beta(alpha: float, size: int, gen: torch.Generator) -> Tensor:
     """Draw `size` values from Beta(alpha, alpha) as float64, controlled by the torch generator `gen`.
 

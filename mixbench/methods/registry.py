@@ -1,4 +1,5 @@
-"""Method registry: a decorator for classes, lazy `module:attr` entries, and the entry-point group.
+"""Method registry (an instance of `mixbench.registry.Registry`): a decorator for classes, lazy `module:attr`
+entries, and the entry-point group.
 
 Built-in methods are listed as `module:attr` strings and imported only when chosen, so a heavy optional
 dependency (gco for PuzzleMix, OpenCV for SaliencyMix) costs nothing until its method is used. Third-party
@@ -8,40 +9,44 @@ suite names a class directly as `"pkg.module:Class"`.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 from typing import Any
 
 from mixbench.methods.base import Method
+from mixbench.registry import Registry
 
 ENTRY_POINT_GROUP = "mixbench.methods"
-
-# name -> class, or a lazy "module:attr" reference resolved on first use.
-_REGISTRY: dict[str, type[Method] | str] = {
-    "vanilla": "mixbench.methods.vanilla:Vanilla",
-    "mixup": "mixbench.methods.mixup:Mixup",
-    "cutmix": "mixbench.methods.cutmix:CutMix",
-    "saliencymix": "mixbench.methods.saliencymix:SaliencyMix",
-    "puzzlemix": "mixbench.methods.puzzlemix:PuzzleMix",
-    "automix": "mixbench.methods.automix:AutoMix",
-    # Issue 15, input mixers:
-    "mixup_cutmix": "mixbench.methods.mixup_cutmix:MixupCutMix",
-    "smoothmix": "mixbench.methods.smoothmix:SmoothMix",
-    "fmix": "mixbench.methods.fmix:FMix",
-    "gridmix": "mixbench.methods.gridmix:GridMix",
-    "resizemix": "mixbench.methods.resizemix:ResizeMix",
-}
-_entry_points_loaded = False
 
 
 class UnknownMethodError(ValueError):
     pass
 
 
-def _reference(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+METHODS: Registry[type[Method]] = Registry(
+    "method", ENTRY_POINT_GROUP, error=UnknownMethodError,
+    accepts=lambda obj: isinstance(obj, type) and issubclass(obj, Method),
+    expected="a mixbench Method subclass", name_of=lambda cls: cls.name, example="package.module:Class",
+    builtins={  # name -> lazy "module:attr", imported when chosen
+        "vanilla": "mixbench.methods.vanilla:Vanilla",
+        "mixup": "mixbench.methods.mixup:Mixup",
+        "cutmix": "mixbench.methods.cutmix:CutMix",
+        "saliencymix": "mixbench.methods.saliencymix:SaliencyMix",
+        "puzzlemix": "mixbench.methods.puzzlemix:PuzzleMix",
+        "automix": "mixbench.methods.automix:AutoMix",
+        # input mixers (issue 15)
+        "mixup_cutmix": "mixbench.methods.mixup_cutmix:MixupCutMix",
+        "smoothmix": "mixbench.methods.smoothmix:SmoothMix",
+        "fmix": "mixbench.methods.fmix:FMix",
+        "gridmix": "mixbench.methods.gridmix:GridMix",
+        "resizemix": "mixbench.methods.resizemix:ResizeMix",
+        # hidden-state, history and attention mixers (issue 15)
+        "manifoldmix": "mixbench.methods.manifoldmix:ManifoldMix",
+        "recursivemix": "mixbench.methods.recursivemix:RecursiveMix",
+        "transmix": "mixbench.methods.transmix:TransMix",
+    },
+)
+_REGISTRY = METHODS.entries  # name -> class or "module:attr" (tests patch entries here)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -50,63 +55,17 @@ def register_method(cls: type[Method]) -> type[Method]:
         raise TypeError(f"@register_method expects a subclass of mixbench.methods.Method; got {cls!r}")
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
-    existing = _REGISTRY.get(cls.name)
-    # The lazy entry that points at this very class is its placeholder, not a clash.
-    if existing is not None and existing is not cls and existing != _reference(cls):
-        other = existing if isinstance(existing, str) else _reference(existing)
-        raise ValueError(f"method name {cls.name!r} is already registered by {other}; choose another name")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY and _REGISTRY[ep.name] != ep.value:
-            raise ValueError(
-                f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP}) clashes with the method "
-                f"already registered under that name; rename it in the package that declares it"
-            )
-        _REGISTRY[ep.name] = ep.value
-
-
-def _import_reference(ref: str) -> Any:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise UnknownMethodError(f"cannot import {module_name!r} for method {ref!r}: {err}") from err
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UnknownMethodError(f"module {module_name!r} has no attribute {attr!r} (from {ref!r})") from None
+    return METHODS.register(cls)
 
 
 def list_methods() -> list[str]:
     """Registered method names (built-in, decorated and from entry points), without importing any of them."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def get_method_class(name: str) -> type[Method]:
     """The class behind a registered name or a `module:Class` reference."""
-    _load_entry_points()
-    if ":" in name and name not in _REGISTRY:
-        cls = _import_reference(name)
-    elif name in _REGISTRY:
-        entry = _REGISTRY[name]
-        cls = _import_reference(entry) if isinstance(entry, str) else entry
-    else:
-        raise UnknownMethodError(
-            f"unknown method {name!r}; registered: {', '.join(list_methods())} "
-            f"(or give a class as 'package.module:Class')"
-        )
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise UnknownMethodError(f"{name!r} resolves to {cls!r}, which is not a mixbench Method subclass")
-    return cls
+    return METHODS.get(name)
 
 
 def registered_class(name: str) -> type[Method] | None:
