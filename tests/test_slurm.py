@@ -98,8 +98,10 @@ def test_generic_names_and_the_parameter_list_match_the_pinned_submitit():
 def test_each_task_of_a_ddp_trial_gets_torchrun_variables(monkeypatch):
     from mixbench.runner.slurm import export_torch_distributed_env
 
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES"):
-        monkeypatch.delenv(key, raising=False)
+    # A private copy of the environment: the export must not leak RANK or WORLD_SIZE into the tests after this one.
+    torchrun = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in torchrun})
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
              "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n[07-08]"}
     for key, value in slurm.items():
