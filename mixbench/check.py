@@ -228,6 +228,10 @@ def check_suite(suite: Suite, trials: Sequence[TrialConfig], path: str | Path = 
             report.add("error", f"{path}: recipe.batch_size: {ds.name} has {used['train']:,} train images in use, "
                                 f"fewer than one batch of {recipe.batch_size} (trial {trial.dirname}); fix: lower "
                                 f"recipe.batch_size or raise datasets[].limit_per_class")
+    from mixbench.evaluate import evaluation_problems
+
+    for line in evaluation_problems(suite, trials, path):
+        report.add("error", line)
     if not report.errors:
         sizes = sorted({trial_image_size(t) for t in trials})
         report.notes.append(f"{len({t.backbone.name for t in trials})} backbones and "

@@ -173,6 +173,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from mixbench.evaluate import evaluate_finished
+    from mixbench.report import resolve_target
+    from mixbench.results import trial_dirs
+    from mixbench.suite import load_suite
+
+    results, suite_path = resolve_target(Path(args.target))
+    if args.results:
+        results = Path(args.results)
+    options = load_suite(suite_path).evaluation if suite_path else None
+    dirs = trial_dirs(results)
+    if not dirs:
+        raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
+    roots = dict(item.partition("=")[::2] for item in args.data_root or [])
+    counts = evaluate_finished(dirs, options, args.corruptions, roots, jobs=args.jobs,
+                               log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    console.print(", ".join(f"{n} {what}" for what, n in counts.items()) + f" ({results})", highlight=False)
+    return 0
+
+
 def cmd_show(args) -> int:
     import yaml
 
@@ -304,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the method (name or label) every other is compared with, seed by seed (default: "
                              "vanilla, where it ran)")
     report.set_defaults(func=cmd_report)
+
+    evaluate = sub.add_parser("evaluate", help="calibration, corruption, occlusion and FGSM metrics of finished "
+                              "trials from their last.pt (skips what is done, resumes what is not)")
+    evaluate.add_argument("target", help="a suite YAML (its evaluation: block applies) or a results folder (each "
+                          "trial's own)")
+    evaluate.add_argument("--corruptions", metavar="all|none|NAME,NAME",
+                          help="corruptions to measure, in place of the suite's (e.g. gaussian_noise,contrast)")
+    evaluate.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    evaluate.add_argument("--data-root", action="append", metavar="NAME=PATH", help="where a dataset lives now")
+    evaluate.add_argument("--jobs", type=int, default=1, help="processes making the corrupted sets (cached once)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     show = sub.add_parser("show", help="a gallery of mixed samples of a method (sources, mask, mix, λ)")
     show.add_argument("method", help="a registered method (mixbench ls methods) or package.module:Class")

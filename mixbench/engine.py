@@ -451,7 +451,12 @@ class Trial(TrialState):
             if self.epoch < epochs and dist.any_rank([asked_to_stop], self.device)[0]:
                 self.preempt()  # asked during the evaluation
         done = self.epoch >= self.config.recipe.epochs
-        return self.write_record("done" if done else "interrupted", None if done else "stopped early")
+        record = self.write_record("done" if done else "interrupted", None if done else "stopped early")
+        if done and self.rank == 0:  # metrics beyond top-1 (mixbench.evaluate); the others wait in shutdown
+            from mixbench.evaluate import after_training
+
+            after_training(self)
+        return record
 
     def write_record(self, status: str, reason: str | None = None) -> TrialRecord:
         config, recipe = self.config, self.config.recipe

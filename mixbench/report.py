@@ -586,7 +586,7 @@ def write_report(
     that rerun them. `baseline`: the method (label or name) every other is compared with, seed by seed;
     None: vanilla, where it ran.
     """
-    from mixbench import evidence, plots
+    from mixbench import evidence, plots, report_robustness
 
     trials = load_results(results)
     if not trials:
@@ -608,6 +608,7 @@ def write_report(
         "ranking": ranking_tables(summary),
         "claims": [claims_table(compared, window)],
         "cost": [cost_table(summary)],
+        **report_robustness.tables(trials),  # calibration, robustness, per corruption (mixbench evaluate)
     }
     out.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -617,6 +618,7 @@ def write_report(
         "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
         "paired_differences": plots.paired_differences(paired),
         "average_rank": plots.average_rank(evidence.rank_frame(proof)),
+        **report_robustness.figures(trials),  # accuracy vs ECE, reliability diagrams
     }
     written = []
     for name, figure in figures.items():
@@ -711,6 +713,9 @@ def readme(
                       "(the columns of mixbench/claims/published.csv).", ""])
     lines.extend([_statistics_note(window), ""])
     section("Cost", "cost", "accuracy_vs_cost")
+    from mixbench.report_robustness import readme_lines
+
+    lines.extend(readme_lines(tables, plots_made))
     lines.extend(["## Files", "",
                   "`results.csv` (one row per trial), `summary.csv` (one row per dataset × epochs × backbone × "
                   "method, with each mean's 95 % interval and the paired comparison with the baseline), "

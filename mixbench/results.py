@@ -68,6 +68,8 @@ class TrialRecord(BaseModel):
     started_at: str | None = None
     updated_at: str | None = None
     config: dict[str, Any] = {}
+    evaluation: dict[str, dict[str, Any]] = {}  # per model: calibration, corruption, occlusion, FGSM (evaluate.py)
+    time_eval_s: float | None = None  # seconds spent in that evaluation, apart from time_total_s
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -187,7 +189,11 @@ def records_frame(records: Iterable[TrialRecord]):
     for record in records:
         row = record.model_dump(exclude={"config"})
         models, versions, hparams = row.pop("models"), row.pop("versions"), row.pop("hparams")
+        evaluation = row.pop("evaluation") or {}
         row.update(versions)
+        # mixbench evaluate's scalars of the headline model (its nested tables stay in record.json)
+        row.update({f"eval_{k}": v for k, v in evaluation.get(record.headline, {}).items()
+                    if not isinstance(v, (dict, list))})
         for name, values in models.items():
             if name != record.headline:
                 row.update({f"{key}_{name}": value for key, value in values.items()})

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AXES = ("dataset", "backbone", "method", "seed")
 
@@ -158,6 +158,53 @@ class Resources(Strict):
     slurm: dict[str, Any] = {}  # submitit options (partition, account, timeout_min, ...)
 
 
+class EvaluationConfig(Strict):
+    """What is measured beyond top-1 after the last epoch (mixbench.evaluate); it never changes the trial id."""
+
+    calibration: bool = True  # ECE (15/10 bins), MCE, NLL, Brier, temperature scaling
+    corruptions: Literal["all", "none"] | list[str] = "none"  # CIFAR-C corruptions of the val split
+    severities: list[int] = [1, 2, 3, 4, 5]
+    occlusion: list[float] = [0.25, 0.5]  # fractions of patches dropped; [] for none
+    occlusion_grid: int = Field(4, ge=1)  # patches per side
+    fgsm: bool = True
+    fgsm_epsilon: float = Field(8 / 255, gt=0, le=1)  # in [0, 1] pixel units
+    seed: int = 0  # of the corrupted sets, occlusion patches and the temperature-scaling split
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, value: Any) -> Any:
+        from mixbench.evaluation.corruptions import CORRUPTIONS
+
+        unknown = [c for c in value if c not in CORRUPTIONS] if isinstance(value, list) else []
+        if unknown:
+            raise ValueError(f"unknown corruption {', '.join(map(repr, unknown))}; allowed: all, none or a list of "
+                             f"{', '.join(CORRUPTIONS)}")
+        return value
+
+    @field_validator("severities")
+    @classmethod
+    def _severities_in_range(cls, value: list[int]) -> list[int]:
+        bad = [s for s in value if not 1 <= s <= 5]
+        if bad or not value:
+            raise ValueError(f"severity {bad or value} outside 1-5; allowed: a non-empty list of 1, 2, 3, 4, 5")
+        return value
+
+    @field_validator("occlusion")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError(f"occlusion fractions {value} must lie strictly between 0 and 1")
+        return value
+
+    @property
+    def corruption_names(self) -> list[str]:
+        from mixbench.evaluation.corruptions import CORRUPTIONS
+
+        if self.corruptions == "all":
+            return list(CORRUPTIONS)
+        return [] if self.corruptions == "none" else list(self.corruptions)
+
+
 class Suite(Strict):
     name: str
     description: str = ""
@@ -169,6 +216,7 @@ class Suite(Strict):
     overrides: list[Override] = []
     resources: Resources = Resources()
     results_dir: str = "results"  # relative to the current directory; trials go to <results_dir>/<name>/
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 class TrialConfig(Strict):
@@ -184,10 +232,12 @@ class TrialConfig(Strict):
     seed: int
     recipe: Recipe
     resources: Resources = Resources()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def identity(self) -> dict[str, Any]:
-        """What the id hashes: the config less where the data lives and how many devices run it."""
-        data = self.model_dump(mode="json", exclude={"resources": True, "dataset": {"root"}})
+        """What the id hashes: the config less where the data lives, how many devices run it and what is
+        measured after training (none of which changes the trained model)."""
+        data = self.model_dump(mode="json", exclude={"resources": True, "evaluation": True, "dataset": {"root"}})
         data.pop("suite")
         if data["dataset"].get("label") is None:  # ids from before dataset labels existed stay the same
             data["dataset"].pop("label", None)
@@ -229,7 +279,7 @@ def _owner(loc: tuple) -> type[BaseModel] | None:
     return {
         "": Suite, "recipe": Recipe, "recipe.optimizer": OptimizerConfig, "recipe.schedule": ScheduleConfig,
         "backbones[]": BackboneConfig, "overrides[]": Override,
-        "resources": Resources,
+        "resources": Resources, "evaluation": EvaluationConfig,
     }.get(shape)
 
 
@@ -408,6 +458,7 @@ def expand(
             "seed": seed,
             "recipe": suite.recipe.model_dump(),
             "resources": suite.resources.model_dump(),
+            "evaluation": suite.evaluation.model_dump(),
         }
         axes = trial_axes(dataset["label"] or ds.name, ds.name, bb.name, mc.display, mc.name, seed)
         for n, ov in enumerate(suite.overrides):
