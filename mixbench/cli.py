@@ -196,27 +196,44 @@ def cmd_evaluate(args) -> int:
 def cmd_show(args) -> int:
     import yaml
 
-    from mixbench.gallery import GalleryUnsupported, write_gallery
+    from mixbench.display import DisplayBudget, DisplayNetworkError
+    from mixbench.gallery import GalleryUnsupported, write_all, write_gallery
     from mixbench.methods.registry import UnknownMethodError
 
+    if bool(args.method) == bool(args.all):
+        raise SuiteError("show: name one METHOD, or --all for every registered method (mixbench ls methods)")
     hparams = {}
     for item in args.hparam or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SuiteError(f"--hparam {item}: expected KEY=VALUE, e.g. --hparam alpha=1.0")
         hparams[key] = yaml.safe_load(value)
-    out = Path(args.out or f"gallery_{args.method}.png")
-    options = {"backbone": args.backbone} if args.backbone else {}
     try:
-        write_gallery(out, args.method, dataset=args.dataset, data_root=args.data_root, seed=args.seed, n=args.n,
-                      image_size=args.image_size, hparams=hparams, **options)
+        lams = [float(v) for v in args.lam.split(",")] if args.lam else None
+    except ValueError:
+        raise SuiteError(f"--lam {args.lam}: expected mixing ratios in [0, 1], e.g. --lam 0.3,0.5,0.7") from None
+    if args.all and (hparams or args.trial_dir):
+        raise SuiteError("show --all: --hparam and --from belong to one method; name the METHOD instead")
+    options = {"backbone": args.backbone} if args.backbone else {}
+    if args.display_steps:
+        options["budget"] = DisplayBudget(steps=args.display_steps)
+    log = lambda line: console.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    common = dict(dataset=args.dataset, data_root=args.data_root, seed=args.seed, n=args.n,
+                  image_size=args.image_size, lams=lams, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                  **options)
+    if args.all:
+        skipped = write_all(Path(args.out or "gallery"), log=log, **common)
+        return 1 if skipped else 0
+    out = Path(args.out or f"gallery_{args.method}.png")
+    try:
+        write_gallery(out, args.method, hparams=hparams, trial_dir=args.trial_dir, log=log, **common)
     except GalleryUnsupported as err:
         console.print(str(err), highlight=False, soft_wrap=True)
         return 1
     except UnknownMethodError as err:
         console.print(f"[red]error:[/] method {args.method} cannot be loaded: {err}", highlight=False, soft_wrap=True)
         return 2
-    except ValueError as err:  # a bad hyper-parameter, dataset or --n
+    except (DisplayNetworkError, ValueError) as err:  # a bad hyper-parameter, dataset, --n, --lam or --from
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     console.print(f"written to {out}")
@@ -337,16 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     show = sub.add_parser("show", help="a gallery of mixed samples of a method (sources, mask, mix, λ)")
-    show.add_argument("method", help="a registered method (mixbench ls methods) or package.module:Class")
-    show.add_argument("--dataset", default="synthetic", help="images from this dataset's val split (default: "
+    show.add_argument("method", nargs="?", help="a registered method (mixbench ls methods) or package.module:Class")
+    show.add_argument("--all", action="store_true",
+                      help="a gallery for every registered method, as OUT/METHOD.png (e.g. --out reports/gallery)")
+    show.add_argument("--dataset", help="images from this dataset's val split (default: the --from trial's, else "
                       "synthetic, which needs no files)")
     show.add_argument("--data-root", help="where the dataset lives (default: its usual place)")
-    show.add_argument("--out", help="image file to write (default: gallery_METHOD.png)")
-    show.add_argument("--seed", type=int, default=0, help="fixes the images, the draws and any network")
+    show.add_argument("--out", help="image file to write (default: gallery_METHOD.png; with --all a folder)")
+    show.add_argument("--seed", type=int, default=0, help="fixes the images, the draws and any display network")
     show.add_argument("--n", type=int, default=4, help="samples, one per class (default 4)")
-    show.add_argument("--image-size", type=int, help="resolution (default: the dataset's)")
-    show.add_argument("--backbone",
-                      help="random network given to methods that mix with a model's help (default resnet18_cifar)")
+    show.add_argument("--lam", metavar="L1,L2,...",
+                      help="show these fixed mixing ratios side by side, e.g. 0.3,0.5,0.7 (default: one draw)")
+    show.add_argument("--image-size", type=int,
+                      help="resolution (default: the dataset's, raised to the first size the method accepts)")
+    show.add_argument("--from", dest="trial_dir", metavar="TRIAL_DIR",
+                      help="mix with this trial's trained network (AutoMix: its Mix Block too) instead of a "
+                           "display network")
+    show.add_argument("--backbone", help="the display network a model-aware method (PuzzleMix, AutoMix) is trained "
+                      "on before mixing (default resnet_tiny_cifar)")
+    show.add_argument("--display-steps", type=int, metavar="N",
+                      help="training steps of that display network (default 240 of 32 images; cached)")
+    show.add_argument("--cache-dir", help="where display networks are cached (default ~/.cache/mixbench/display, "
+                      "or $MIXBENCH_CACHE/display)")
     show.add_argument("--hparam", action="append", metavar="KEY=VALUE",
                       help="override a hyper-parameter of the method card, e.g. alpha=1.0")
     show.set_defaults(func=cmd_show)

@@ -17,12 +17,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mixbench.figures import legend_beside, place_point_labels, save, wrap_title
+
 STATUS_STYLE = {  # claims status -> (colour, marker)
     "reproduced": ("tab:green", "o"),
     "below": ("tab:red", "v"),
     "above": ("tab:blue", "^"),
     "partial": ("tab:gray", "s"),
 }
+
+
+def _window(block: pd.DataFrame) -> str:
+    """The 'last N' actually used: a trial's median covers min(last_n, epochs) epochs (a 2-epoch run with
+    last_n 10 is the median of 2), so N is said as it was, one value per distinct window."""
+    windows = sorted({int(min(n, e)) for n, e in zip(block["last_n"], block["epochs"], strict=True)
+                      if pd.notna(n) and pd.notna(e)})
+    return "/".join(map(str, windows)) or "N"
 
 
 def _colours(labels: list[str]) -> dict[str, str | tuple]:
@@ -45,10 +55,11 @@ def ordered_methods(frame: pd.DataFrame) -> list[str]:
     return ordered_labels(zip(frame["method_name"], frame["method"], strict=True))
 
 
-def _grid(n: int, width: float = 4.8, height: float = 3.6) -> tuple[Figure, list]:
+def _grid(n: int, width: float = 4.8, height: float = 3.6, legend: float = 2.2) -> tuple[Figure, list]:
+    """`n` panels, 3 to a row; each panel `legend` inches wider, for the legend beside it."""
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=((width + legend) * cols, height * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -94,9 +105,10 @@ def gain_over_vanilla(summary: pd.DataFrame) -> Figure | None:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(backbones)), backbones, rotation=15)
         ax.set_ylabel("top-1 gain over vanilla (points)")
-        ax.set_title(f"{dataset}, {epochs} epochs")
-        ax.legend(fontsize="small")
-    fig.suptitle("Gain over vanilla: median top-1 of the last N epochs, mean over seeds (error: ±1 std)")
+        ax.set_title(f"{dataset}, {epochs} epochs (median of last {_window(block)})")
+        legend_beside(ax)
+    fig.suptitle(wrap_title("Gain over vanilla: median top-1 of the last N epochs, mean over seeds (error: ±1 std)",
+                            fig.get_figwidth()))
     return fig
 
 
@@ -124,8 +136,8 @@ def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{dataset}, {backbone}, {epochs} epochs")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("Top-1 vs epoch: mean over seeds (line), min–max over seeds (band)")
+        legend_beside(ax)
+    fig.suptitle(wrap_title("Top-1 vs epoch: mean over seeds (line), min–max over seeds (band)", fig.get_figwidth()))
     return fig
 
 
@@ -138,7 +150,7 @@ def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
     shown = claims[claims["measured"].notna()].iloc[::-1]  # first table row at the top
     if shown.empty:
         return None
-    fig = Figure(figsize=(8.0, 1.6 + 0.28 * len(shown)), layout="constrained")
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(shown)), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(shown))
     ax.scatter(shown["claimed"], y, marker="x", color="black", zorder=3, label="claimed")
@@ -158,7 +170,7 @@ def measured_vs_claimed(claims: pd.DataFrame) -> Figure | None:
                   "(≥ ±0.3 with 1–2 seeds)")
     ax.set_title("Published claims vs measured")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
+    legend_beside(ax)
     return fig
 
 
@@ -173,7 +185,9 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure | None:
     colours = _colours(labels)
     groups = list(data.groupby(["dataset", "backbone"], sort=True))
     fig, axes = _grid(len(groups))
+    labelled = []
     for ax, ((dataset, backbone), block) in zip(axes, groups, strict=True):
+        points, names = [], []
         for label in labels:
             mine = block[block["method"] == label].sort_values("epochs")
             if mine.empty:
@@ -181,16 +195,19 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure | None:
             minutes = mine["time_total_s"] / 60
             ax.errorbar(minutes, mine["top1_median_last_n_mean"], yerr=mine["top1_median_last_n_std"].fillna(0),
                         fmt="o-", color=colours[label], capsize=3, label=label)
-            for x, y, epochs in zip(minutes, mine["top1_median_last_n_mean"], mine["epochs"], strict=True):
-                ax.annotate(f"{epochs} ep", (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
+            points += list(zip(minutes, mine["top1_median_last_n_mean"], strict=True))
+            names += [f"{epochs} ep" for epochs in mine["epochs"]]
         if block["time_total_s"].max() > 10 * block["time_total_s"].min():
             ax.set_xscale("log")
         ax.set_xlabel("training time per trial (min, mean over seeds)")
-        ax.set_ylabel("median top-1 of last N epochs (%)\nmean ± std over seeds")
+        ax.set_ylabel(f"median top-1 of last {_window(block)} epochs (%)\nmean ± std over seeds")
         ax.set_title(f"{dataset}, {backbone}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("Accuracy vs cost, one point per epochs budget")
+        legend_beside(ax)
+        labelled.append((ax, points, names))
+    fig.suptitle(wrap_title("Accuracy vs cost, one point per epochs budget", fig.get_figwidth()))
+    for ax, points, names in labelled:  # once every panel is drawn, so the layout is final
+        place_point_labels(ax, points, names)
     return fig
 
 
@@ -211,7 +228,7 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
         return None
     groups = list(paired.groupby(["dataset", "epochs", "backbone"], sort=True))
     tallest = max(len(block) for _, block in groups)
-    fig, axes = _grid(len(groups), width=6.0, height=1.2 + 0.42 * tallest)
+    fig, axes = _grid(len(groups), width=6.0, height=1.2 + 0.42 * tallest, legend=0.0)  # one legend, below
     shown: set[str] = set()
     for ax, ((dataset, epochs, backbone), block) in zip(axes, groups, strict=True):
         rows = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method),
@@ -230,7 +247,8 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
         ax.set_title(f"{dataset}, {epochs} epochs, {backbone}")
         ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=len(shown), fontsize="small")
-    fig.suptitle("Paired differences from the baseline, median top-1 of the last N epochs", fontsize="medium")
+    fig.suptitle(wrap_title("Paired differences from the baseline, median top-1 of the last N epochs",
+                            fig.get_figwidth(), 10), fontsize="medium")
     return fig
 
 
@@ -258,8 +276,10 @@ def average_rank(ranks: pd.DataFrame) -> Figure | None:
     ax.set_yticks(range(len(order)), order)
     ax.set_xlim(0, ranks["rank"].max() + 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("rank by mean top-1 within a setting (1 = best); bar: average, dots: each setting")
-    ax.set_title(f"Average rank over {len(settings)} settings (dataset × epochs × backbone)")
+    ax.set_xlabel(wrap_title("rank by mean top-1 within a setting (1 = best); bar: average, dots: each setting",
+                             fig.get_figwidth() - 2.0, 10))
+    ax.set_title(wrap_title(f"Average rank over {len(settings)} settings (dataset × epochs × backbone)",
+                            fig.get_figwidth() - 2.0))  # the method names take the left of the figure
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -268,6 +288,6 @@ def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
     """`folder/name.png` and `folder/name.pdf`, without timestamps so a regenerated report diffs cleanly."""
     folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-    fig.savefig(png, dpi=150)
-    fig.savefig(pdf, metadata={"CreationDate": None})
+    save(fig, png, dpi=150)
+    save(fig, pdf, metadata={"CreationDate": None})
     return [png, pdf]

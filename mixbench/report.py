@@ -237,7 +237,9 @@ def accuracy_tables(summary: pd.DataFrame) -> list[Table]:
         return tables
     for (dataset, epochs), block in summary.groupby(["dataset", "epochs"], sort=True):
         labels = ordered_methods(block)
-        last_n = sorted(set(block["last_n"]))
+        # The window actually used: a trial's median covers min(last_n, epochs) epochs ("median last 10" over a
+        # 2-epoch run would misname a median of 2).
+        last_n = sorted({int(min(n, epochs)) for n in block["last_n"]})
         stats = [("top1_median_last_n", f"median last {'/'.join(map(str, last_n))}"), ("top1_best", "best")]
         table = Table(
             title=f"Top-1 accuracy (%), {dataset}, {epochs} epochs",
@@ -797,8 +799,9 @@ def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
             "backbone": row["backbone"],
             "method": row["method"],
             "seeds": f"{row['seeds_done']}/{row['seeds_total']}",
-            f"top1 (median last {row['last_n']})": fmt_mean_std(row["top1_median_last_n_mean"],
-                                                                  row["top1_median_last_n_std"]),
+            # the window used: a 2-epoch run's median is of 2 epochs
+            f"top1 (median last {min(row['last_n'], row['epochs'])})": fmt_mean_std(
+                row["top1_median_last_n_mean"], row["top1_median_last_n_std"]),
             "top1 (best)": fmt_mean_std(row["top1_best_mean"], row["top1_best_std"]),
             "top1 (last)": fmt_mean_std(row["top1_mean"], row["top1_std"]),
             "epochs": row["epochs"],

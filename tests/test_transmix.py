@@ -145,10 +145,14 @@ def test_qkv_row_is_the_softmax_over_all_tokens():
     assert row.shape == (2, 4) and bool((row.sum(dim=1) < 1).all())  # the class token's own share is left out
 
 
-def test_card_and_gallery_on_a_vit():
+def test_card_and_gallery_on_a_vit(tmp_path):
+    from mixbench.display import DisplayBudget
+
     card_matches_the_method("transmix")
-    figure = show_method("transmix", n=2, hparams={"switch_prob": 1.0})  # on its display_backbone, test_vit
-    assert len(figure.axes) == 2 * 4 and "randomly initialised test_vit" in figure.get_suptitle()
+    tiny = DisplayBudget(steps=2, batch_size=8, epochs=1, val_images=10)
+    # On its display_backbone, test_vit, trained for the picture (its labels come from the attention).
+    figure = show_method("transmix", n=2, hparams={"switch_prob": 1.0}, budget=tiny, cache_dir=tmp_path)
+    assert len(figure.axes) == 2 * 4 and "test_vit trained by transmix" in figure.get_supxlabel().replace("\n", " ")
     with pytest.raises(ValueError, match=r"transmix re-weights labels by a ViT's class-token attention"):
         show_method("transmix", n=2, backbone="resnet18_cifar")
 

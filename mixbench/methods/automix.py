@@ -203,6 +203,11 @@ class AutoMix(Method):
     )
     # Every epoch evaluates the EMA and the online encoder (cost.py adds the two mix heads with eval_mix_heads).
     eval_passes = 2
+    lam_note = ("AutoMix's labels use the drawn λ, while the Mix Block's mask is only pulled towards it by the "
+                "mask loss (the batch's mean share within mask_loss_margin of λ, not each sample's), so a mask's "
+                "mean can differ from λ; a λ within lam_margin of 0 or 1 falls back to Mixup (a uniform mask). "
+                "Without lam_concat (the CIFAR and Tiny-ImageNet cards) the Mix Block never sees λ, so its masks "
+                "are the same at every λ.")
 
     def __init__(
         self,
@@ -322,12 +327,13 @@ class AutoMix(Method):
         with torch.no_grad():
             return self.mix_block(features, lam, index, out_size)
 
-    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:
-        """The batch the online encoder trains on (the gallery's protocol); `lam` is the sampled λ_bb."""
+    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator,
+                        lam: float | None = None) -> MixedBatch:
+        """The batch the online encoder trains on (the gallery's protocol); λ is the sampled λ_bb, or `lam`."""
         from mixbench.models import stage_features
 
         drawn = self.sample(x.shape[0], gen)
-        lam, index = drawn["lam_bb"], drawn["index_bb"].to(x.device)
+        lam, index = drawn["lam_bb"] if lam is None else float(lam), drawn["index_bb"].to(x.device)
         with torch.no_grad():
             features = stage_features(self.ema_backbone, x, self.mask_layer)
             mask = self.backbone_mask(features, lam, index, (x.shape[-2], x.shape[-1]))

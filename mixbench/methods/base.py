@@ -128,6 +128,12 @@ class Method(nn.Module):
     cost_multiplier: ClassVar[float] = 1.0
     cost_source: ClassVar[str] = "not estimated: counted as vanilla"
     eval_passes: ClassVar[int] = 1
+    # Whether the mix depends on the model (saliency, a learned mask): a gallery then shows it with a trained
+    # network (`mixbench.display`), never a random one. Input mixers set it False.
+    mixes_with_model: ClassVar[bool] = True
+    # How the label weight λ relates to the mask in this method, for the gallery's note ("" when λ is the mask's
+    # mean or there is no mask).
+    lam_note: ClassVar[str] = ""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -184,7 +190,10 @@ class InputMixer(Method):
 
     Subclasses implement the random draw `sample(batch_size, gen) -> dict` and the deterministic core
     `mix(x, y, **drawn) -> MixedBatch`; tests compare the core against the reference for fixed draws.
+    The draw's "lam" entry, where there is one, is the mixing ratio a gallery may fix (`mixbench show --lam`).
     """
+
+    mixes_with_model: ClassVar[bool] = False
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -1,8 +1,9 @@
 """Method cards: `methods/<name>.yaml`, the default hyper-parameters per dataset family with their sources.
 
 A card holds `version`, `defaults` (every family) and `families.<family>` (cifar, tiny, imagenet), and
-`sources` naming where each value comes from. Methods without a card (third-party ones) run on the defaults
-of their own `__init__`.
+`sources` naming where each value comes from, and optionally `display`: values for the short display
+networks of `mixbench show` only (AutoMix: a faster EMA), never for a suite's trials. Methods without a card
+(third-party ones) run on the defaults of their own `__init__`.
 """
 
 from __future__ import annotations

@@ -123,6 +123,7 @@ class ManifoldMix(Method):
     """Mixup of the hidden state at a randomly drawn layer (the input or a stage output)."""
 
     name = "manifoldmix"
+    mixes_with_model = False  # the gallery's picture of a draw needs no network: none is trained for it
     version = 1
     paper_name = "ManifoldMix"
     display_order = 90

@@ -288,6 +288,8 @@ class PuzzleMix(Method):
         "extra forward + input backward for the saliency, CPU graph cuts, transport "
         "(×1.25-1.5 at 224 px, up to ×5 at 32 px: claims/README.md §7)"
     )
+    lam_note = ("PuzzleMix draws no λ: its label weight λ is the mask's mean; a fixed λ (--lam) sets the graph "
+                "cut's prior, which only steers the mask.")
 
     def __init__(
         self,
@@ -541,9 +543,14 @@ class PuzzleMix(Method):
         noisy = (pixels + noise).clamp(0, 1)
         return noisy - pixels, ((noisy - mean) / std).to(x.dtype)
 
-    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:
-        """The mixed batch for the gallery: the saliency of `backbone`, then the graph cut and transport."""
+    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator,
+                        lam: float | None = None) -> MixedBatch:
+        """The mixed batch for the gallery: the saliency of `backbone`, then the graph cut and transport.
+
+        `lam` fixes the graph cut's prior a (PuzzleMix draws no λ: its λ is the realised mask mean)."""
         drawn = self.sample(x.shape[0], gen)
+        if lam is not None:
+            drawn["prior"] = torch.tensor(float(lam), dtype=torch.float64)
         saliency, _, _ = self.saliency_pass(backbone, x, y)
         return self.mix(x, y, saliency, **drawn)
 

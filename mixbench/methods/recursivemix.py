@@ -122,6 +122,7 @@ class RecursiveMix(Method):
     """Paste the previous (mixed) batch, resized, into a box; recursive soft labels and an ROI consistency loss."""
 
     name = "recursivemix"
+    mixes_with_model = False  # the gallery's picture of a draw needs no network: none is trained for it
     version = 1
     paper_name = "RecursiveMix"
     display_order = 100
