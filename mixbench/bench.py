@@ -8,10 +8,12 @@ and each method, built from its card's defaults for that size's dataset family:
   transport (`PuzzleMix.mix`) without the saliency pass, on a saliency computed once from the model, with
   fresh draws (grid included) every call; "–" where mixing cannot be separated from the model. Timed 8 times
   after every step.
-* training-step time: `training_loss` + backward (unless the method did it) + optimizer step + `after_step`,
-  and its ratio to vanilla's: every step of a method is timed right after a vanilla step, the methods take
-  turns within a repeat and the order rotates between repeats; the ratio is the median of these paired
-  ratios, so drift and other load on the machine cancel. Medians (and minima) of the times are reported.
+* training-step time: the engine's own step (`mixbench.train_step`: `training_loss` under the recipe's
+  autocast on a channels_last batch, backward unless the method did it, optimizer step, `after_step`), with
+  the optimizer a default recipe builds, and its ratio to vanilla's: every step of a method is timed right
+  after a vanilla step, the methods take turns within a repeat and the order rotates between repeats; the
+  ratio is the median of these paired ratios, so drift and other load on the machine cancel. Medians (and
+  minima) of the times are reported.
 * peak memory of one training step, and its ratio to vanilla's. CUDA: `torch.cuda.max_memory_allocated`.
   CPU: the tensors resident when the step starts (parameters, buffers, optimizer state, the batch) plus the
   peak of live tensor bytes allocated during the step, replayed from the profiler's allocation and free events
@@ -42,6 +44,9 @@ from torch import nn
 
 from mixbench.methods import InputMixer, Method, list_methods
 from mixbench.methods.cards import create_with_card
+from mixbench.optim import build_optimizer
+from mixbench.suite import Recipe
+from mixbench.train_step import prepare_backbone, train_step
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,19 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 class StepRunner:
-    """One method's training step on its own copy of the backbone and its own optimizer, as the engine runs it."""
+    """One method's training step on its own copy of the backbone and its own optimizer, as the engine runs it:
+    `train_step` with the optimizer `build_optimizer` makes for a default recipe (SGD, bf16 autocast on CUDA,
+    channels_last)."""
 
-    def __init__(self, method: Method, backbone: nn.Module, size: BenchSize, x: torch.Tensor, y: torch.Tensor):
-        self.method, self.backbone, self.x, self.y = method, backbone, x, y
-        method.setup(backbone, size.num_classes)
+    def __init__(self, method: Method, backbone: nn.Module, size: BenchSize, x: torch.Tensor, y: torch.Tensor,
+                 recipe: Recipe | None = None):
+        self.recipe = recipe or Recipe(epochs=1, batch_size=size.batch)
+        self.method, self.x, self.y = method, x, y
+        self.backbone = prepare_backbone(backbone, self.recipe.channels_last)
+        method.setup(self.backbone, size.num_classes)
         method.to(x.device)
-        groups = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, *method.param_groups(0.1)]
-        self.optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = build_optimizer(self.backbone, method.param_groups(self.recipe.optimizer.lr),
+                                         self.recipe.optimizer, self.recipe.schedule)
         self.gen = torch.Generator().manual_seed(0)
         self.steps = 0
 
@@ -105,12 +115,8 @@ class StepRunner:
         self.backbone.train()
         self.method.train()
         self.method.set_progress(self.steps, 10_000)
-        out = self.method.training_loss(self.backbone, self.x, self.y, self.gen)
-        if not out.backward_done:
-            out.loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.method.after_step(self.backbone)
+        train_step(self.method, self.backbone, self.backbone, self.optimizer, self.x, self.y, self.gen,
+                   amp=self.recipe.amp, channels_last=self.recipe.channels_last, grad_clip=self.recipe.grad_clip)
         self.steps += 1
 
     def mixing(self) -> Callable[[], object] | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixbench.suite import Suite, SuiteError, TrialConfig
+from mixbench.suite import AXES, Suite, SuiteError, TrialConfig, axes_match
 
 # Outside a terminal (CI, Slurm logs) rich would wrap tables at 80 columns; logs are read wide.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -22,14 +22,14 @@ def _load(args) -> tuple[Suite, list[TrialConfig], Path]:
     trials = expand(suite, args.suite, parse_data_roots(getattr(args, "data_root", None), suite))
     for only in getattr(args, "only", None) or []:
         axis, _, values = only.partition("=")
-        if axis not in ("dataset", "backbone", "method", "seed") or not values:
-            raise SuiteError(f"--only {only}: expected AXIS=V1,V2 with AXIS one of dataset, backbone, method, seed")
+        if axis not in AXES or not values:
+            raise SuiteError(f"--only {only}: expected AXIS=V1,V2 with AXIS one of {', '.join(AXES)}")
         wanted = set(values.split(","))
         known = {str(v) for t in trials for v in _axis(t, axis)}
         if wanted - known:
             raise SuiteError(f"--only {only}: no trial of {args.suite} has {axis} {', '.join(sorted(wanted - known))}; "
                              f"fix: choose from {', '.join(sorted(known))}")
-        trials = [t for t in trials if wanted & {str(v) for v in _axis(t, axis)}]
+        trials = [t for t in trials if axes_match({axis: sorted(wanted)}, t.axes)]
     results = Path(getattr(args, "results", None) or suite.results_dir) / suite.name
     return suite, trials, results
 

@@ -35,31 +35,24 @@ from mixbench.suite import TrialConfig
 ASSUMED_GPU = "A100-SXM4 at ~19 % of peak"
 EFFECTIVE_FLOPS = {"bf16": 60e12, "fp32": 30e12}
 
-# Training cost of a step relative to vanilla (same backbone, same batch), and where the number comes from.
-METHOD_MULTIPLIER: dict[str, tuple[float, str]] = {
-    "vanilla": (1.0, "one forward + backward"),
-    "mixup": (1.0, "mixing is elementwise; no measurable cost on GPU (openmixup ViT table)"),
-    "cutmix": (1.0, "a box copy; no measurable cost on GPU (openmixup ViT table)"),
-    "saliencymix": (1.05, "one saliency map per batch (REFERENCE.md §4: ~12 ms per 32×224 px batch)"),
-    "puzzlemix": (2.0, "extra forward + input backward for the saliency, CPU graph cuts, transport "
-                       "(×1.25-1.5 at 224 px, up to ×5 at 32 px: claims/README.md §7)"),
-    "automix": (3.0, "EMA forward + input backward, two online passes, Mix Block "
-                     "(×3.0 measured on CPU, REFERENCE.md §9; ×2.1-2.8 on GPU for ViTs)"),
-}
-UNKNOWN_METHOD_MULTIPLIER = 1.0
-# Models evaluated every epoch (a forward over the val split each): AutoMix evaluates its EMA and online
-# encoders, plus the two mix heads with eval_mix_heads.
-EVAL_PASSES = {"automix": 2}
+# The training cost of a step relative to vanilla and the passes of every epoch's evaluation are facts of each
+# method (`Method.cost_multiplier`, `Method.eval_passes`); a name no class answers to counts as vanilla.
 
 
 def method_multiplier(method: str) -> float:
-    return METHOD_MULTIPLIER.get(method, (UNKNOWN_METHOD_MULTIPLIER, ""))[0]
+    from mixbench.methods.registry import registered_class
+
+    cls = registered_class(method)
+    return 1.0 if cls is None else cls.cost_multiplier
 
 
 def eval_passes(trial: TrialConfig) -> int:
-    passes = EVAL_PASSES.get(trial.method, 1)
+    from mixbench.methods.registry import registered_class
+
+    cls = registered_class(trial.method)
+    passes = 1 if cls is None else cls.eval_passes
     if trial.method == "automix" and trial.hparams.get("eval_mix_heads"):
-        passes += 2
+        passes += 2  # AutoMix's two mix heads, evaluated on request
     return passes
 
 

@@ -27,8 +27,9 @@ Several processes (DDP, `gpus_per_trial: N`). Each process trains on its 1/N sha
   the global batches are the same images); otherwise it refuses, saying why. With another N it is sound but not
   bit-exact: per-process BatchNorm statistics and the per-process augmentation draws change with N.
 
-Preemption. With `stop_requested` (the Slurm executor's preemption signal), the trial stops at the next step
-boundary that every process agrees on, writes a mid-epoch checkpoint (the step within the epoch and the
+Preemption. With `stop_requested` (the Slurm executor's preemption signal), the trial stops after the step it is
+asked in (one process) or at the next check point, every `CHECK_EVERY` steps, where the processes agree on it
+(several), writes a mid-epoch checkpoint (the step within the epoch and the
 epoch's partial logs included) and raises `Preempted`; the resumed run skips the epoch's trained batches and
 equals an uninterrupted one bit for bit on CPU.
 """
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import math
 import os
 import resource
 import signal
@@ -46,7 +46,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,13 @@ from mixbench.results import (
     write_record,
 )
 from mixbench.suite import TrialConfig
+from mixbench.train_step import LossWatch, autocast, prepare_backbone, train_step
 
 CHECKPOINT = checkpoint.LATEST
+# Every this many steps (and at the end of each epoch) the trial reads its running loss back from the device:
+# it fails on a non-finite loss, naming the step, several processes agree on a requested stop, and rank 0
+# prints a progress line. Between those points a step never waits for the device.
+CHECK_EVERY = int(os.environ.get("MIXBENCH_LOG_EVERY", "50"))
 
 
 class TrialFailed(RuntimeError):
@@ -134,6 +139,27 @@ class EpochProgress:
     seconds: float = 0.0  # training seconds spent in this epoch, over all sessions
 
 
+@dataclass(eq=False)
+class TrialState:
+    """Where a trial stands: what a checkpoint holds besides the weights, the optimizer and the RNG states.
+
+    Saved with `asdict`, so every field is a number, a string, or a list or dict of those: the checkpoint
+    loads without unpickling code. A `Trial` is its state plus the live objects built from its config.
+    """
+
+    trial_id: str = ""
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    steps_per_epoch: int = 0
+    world_sizes: list[int] = field(default_factory=list)  # process counts of the sessions that trained it
+    epoch_progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per finished epoch
+    elapsed: float = 0.0  # training + eval seconds over all sessions
+    train_seconds: float = 0.0
+    train_images: int = 0
+    started_at: str = ""
+
+
 def process_seed(seed: int, step: int, rank: int, stream: str) -> int:
     """The seed of one process's `stream` at one step: per-process draws that need no state to resume."""
     digest = hashlib.blake2b(f"mixbench-{stream}:{seed}:{step}:{rank}".encode(), digest_size=8).digest()
@@ -174,15 +200,9 @@ def evaluate(model: nn.Module, batches, augment, device: torch.device, amp: bool
     return {"top1": 100.0 * correct1 / max(total, 1), "top5": 100.0 * correct5 / max(total, 1)}
 
 
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when the recipe asks for it; nothing on CPU (slower there, and not bit-exact)."""
-    if device.type == "cuda" and amp:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class Trial:
-    """The state of one trial being trained; `run()` drives it to the end."""
+class Trial(TrialState):
+    """One trial being trained: its `TrialState` and the data, models and optimizer built from its config;
+    `run()` drives it to the end."""
 
     def __init__(self, config: TrialConfig, out_dir: Path, stop_requested: Callable[[], bool] | None = None):
         from mixbench.data import device_augment, load_split
@@ -212,11 +232,7 @@ class Trial:
         self.backbone = create_backbone(config.backbone.name, num_classes=self.info.num_classes,
                                         image_size=self.image_size, in_chans=self.info.in_chans,
                                         **config.backbone.kwargs).to(self.device)
-        # One memory format for every method, on every device: with the weights' layout fixed, a convolution's
-        # output layout no longer depends on the input's strides, which mixing changes (a 1-channel batch is
-        # ambiguous: vanilla's ran channels_last and Mixup's NCHW, a 1.3x CPU time gap that was pure layout).
-        if recipe.channels_last:
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.backbone = prepare_backbone(self.backbone, recipe.channels_last)
         self.method = create_method(config.method, **config.hparams)
         self.method.setup(self.backbone, self.info.num_classes)
         self.method.to(self.device)
@@ -230,41 +246,24 @@ class Trial:
 
         self.optimizer = _build_optimizer(self)
         self.gen = torch.Generator().manual_seed(config.seed)
-        self.steps_per_epoch = _num_batches(self)
+        TrialState.__init__(self, trial_id=config.trial_id, steps_per_epoch=_num_batches(self),
+                            world_sizes=[self.world], started_at=now())
         self.total_steps = self.steps_per_epoch * recipe.epochs
-        self.epoch = 0  # epochs completed
-        self.step = 0
-        self.progress = EpochProgress()  # of the epoch under way
-        self.world_sizes = [self.world]  # process counts of the sessions that trained this trial
-        self.history: list[dict[str, Any]] = []
-        self.elapsed = 0.0  # training + eval seconds over all sessions
-        self.train_seconds = 0.0
-        self.train_images = 0
-        self.started_at = now()
+        self.stop_agreed = False  # every process agreed at the end of the epoch to stop after it
         self.env = environment()
         self.load_avg_start = machine_load()
 
     # ---- checkpoint ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """The checkpoint: the TrialState's fields, the weights, the optimizer and every RNG state (tensors)."""
         return {
-            "epoch": self.epoch,
-            "step": self.step,
+            **asdict(self),
             "model": self.backbone.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "history": self.history,
-            "elapsed": self.elapsed,
-            "train_seconds": self.train_seconds,
-            "train_images": self.train_images,
-            "started_at": self.started_at,
-            "trial_id": self.config.trial_id,
-            "world_size": self.world,
-            "world_sizes": self.world_sizes,
-            "steps_per_epoch": self.steps_per_epoch,
-            "epoch_progress": asdict(self.progress),
         }
 
     def restore(self, path: Path) -> None:
@@ -275,10 +274,12 @@ class Trial:
             raise TrialFailed(str(err)) from None
         if state is None:
             return
-        if state.get("trial_id") != self.config.trial_id:
-            raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {self.config.trial_id}; "
+        saved = {f.name: state[f.name] for f in fields(TrialState) if f.name in state}
+        if saved.get("trial_id") != self.config.trial_id:
+            raise TrialFailed(f"{path} belongs to trial {saved.get('trial_id')}, not {self.config.trial_id}; "
                               f"remove it to start this trial afresh")
-        saved_world, saved_steps = state.get("world_size", 1), state.get("steps_per_epoch", self.steps_per_epoch)
+        saved_world = saved.get("world_sizes", [1])[-1]
+        saved_steps = saved.get("steps_per_epoch", self.steps_per_epoch)
         if saved_steps != self.steps_per_epoch:
             raise TrialFailed(
                 f"{path} was written by {saved_world} processes with {saved_steps} steps per epoch, but with "
@@ -292,12 +293,11 @@ class Trial:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
-        self.elapsed, self.train_seconds = state["elapsed"], state["train_seconds"]
-        self.train_images, self.started_at = state["train_images"], state["started_at"]
-        self.progress = EpochProgress(**state.get("epoch_progress", {}))
-        saved_sizes = state.get("world_sizes", [saved_world])
-        self.world_sizes = saved_sizes + ([self.world] if saved_sizes[-1] != self.world else [])
+        sizes = saved.pop("world_sizes", [saved_world])
+        for name, value in saved.items():
+            setattr(self, name, value)
+        self.epoch_progress = EpochProgress(**saved.get("epoch_progress", {}))
+        self.world_sizes = sizes + ([self.world] if sizes[-1] != self.world else [])
 
     # ---- training --------------------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
@@ -307,7 +307,9 @@ class Trial:
         recipe = self.config.recipe
         self.model.train()
         self.method.train()
-        progress = self.progress
+        progress = self.epoch_progress
+        watch = LossWatch(self.device, progress.sums.get("loss", 0.0))
+        asked = False  # a stop was asked since the last check point
         start = time.perf_counter()
         for i, (images, labels) in enumerate(batches(
                 self.train_set, self.local_batch, train=True, seed=self.config.seed, epoch=self.epoch,
@@ -318,43 +320,56 @@ class Trial:
             lr = set_lr(self.optimizer, self.step, recipe.schedule, self.steps_per_epoch, self.total_steps)
             self.method.set_progress(self.step, self.total_steps)
             x = self.train_augment(images.to(self.device, non_blocking=True), self.augment_generator())
-            if recipe.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device, non_blocking=True)
-            with self.grad_sync.step():
-                with autocast(self.device, recipe.amp):
-                    out = self.method.training_loss(self.model, x, y, self.gen)
-                loss_value = float(out.loss.detach())
-                asked_to_stop = self.stop_requested is not None and self.stop_requested()
-                # One agreement per step (a no-op for one process): every process fails, or stops, at the same step.
-                nonfinite, stop = dist.any_rank([not math.isfinite(loss_value), asked_to_stop], self.device)
-                if nonfinite:
-                    shown = loss_value if not math.isfinite(loss_value) else "on another process"
-                    raise TrialFailed(f"non-finite loss ({shown}) at epoch {self.epoch + 1}, step {self.step}")
-                if not out.backward_done:
-                    out.loss.backward()
-            self.grad_sync.after_backward(out.backward_done)
-            if recipe.grad_clip:
-                nn.utils.clip_grad_norm_(self.backbone.parameters(), recipe.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.method.after_step(self.backbone)
+            out = train_step(self.method, self.model, self.backbone, self.optimizer, x, y, self.gen,
+                             amp=recipe.amp, channels_last=recipe.channels_last, grad_clip=recipe.grad_clip,
+                             grad_sync=self.grad_sync)
+            watch.add(out.loss, self.step)
             self.step += 1
             self.train_images += labels.numel() * self.world
             progress.batches += 1
             progress.lr = lr
-            for key, value in {"loss": loss_value, **out.logs}.items():
+            for key, value in out.logs.items():
                 progress.sums[key] = progress.sums.get(key, 0.0) + value
-            if stop:
-                progress.seconds += time.perf_counter() - start
-                self.preempt()
+            asked = asked or (self.stop_requested is not None and self.stop_requested())
+            # One process stops at the very step it is asked to; several agree on it at the next check point.
+            if (asked and self.world == 1) or self.step % CHECK_EVERY == 0:
+                stop = self.check_loss(watch, asked)
+                if self.rank == 0 and self.step % CHECK_EVERY == 0:
+                    self.print_progress(progress.seconds + time.perf_counter() - start)
+                if stop:
+                    progress.seconds += time.perf_counter() - start
+                    self.preempt()
+        self.stop_agreed = self.check_loss(watch, asked)  # honoured after the evaluation (run())
         progress.seconds += time.perf_counter() - start
         seconds, count = progress.seconds, progress.batches
         self.train_seconds += seconds
         logs = dist.mean_dict({f"train_{k}": v / max(count, 1) for k, v in progress.sums.items()}, self.device)
-        self.progress = EpochProgress()
+        self.epoch_progress = EpochProgress()
         return {**logs, "lr": progress.lr, "train_seconds": seconds,
                 "images_per_sec": count * self.local_batch * self.world / max(seconds, 1e-9)}
+
+    def check_loss(self, watch: LossWatch, asked_to_stop: bool) -> bool:
+        """Read the running loss back from the device (one sync): fail on a non-finite loss, naming its step, and
+        return whether a stop was asked on any process. Every process calls it at the same steps."""
+        reading = watch.read()
+        others = {k: v for k, v in self.epoch_progress.sums.items() if k != "loss"}
+        self.epoch_progress.sums = {"loss": reading.total, **others}
+        nonfinite, stop = dist.any_rank([reading.first_nonfinite_step is not None, asked_to_stop], self.device)
+        if nonfinite:
+            if reading.first_nonfinite_step is None:
+                raise TrialFailed(f"non-finite loss (on another process) at epoch {self.epoch + 1}, "
+                                  f"by step {self.step - 1}")
+            raise TrialFailed(f"non-finite loss ({reading.first_nonfinite_value}) at epoch {self.epoch + 1}, "
+                              f"step {reading.first_nonfinite_step}")
+        return stop
+
+    def print_progress(self, seconds: float) -> None:
+        """One line on how the epoch goes (an ImageNet epoch is long): where, the mean loss so far, lr, speed."""
+        p = self.epoch_progress
+        print(f"mixbench: epoch {self.epoch + 1}/{self.config.recipe.epochs}, step {p.batches}/"
+              f"{self.steps_per_epoch}, train loss {p.sums['loss'] / max(p.batches, 1):.4f}, lr {p.lr:.4g}, "
+              f"{p.batches * self.local_batch * self.world / max(seconds, 1e-9):.0f} images/s", flush=True)
 
     def augment_generator(self) -> torch.Generator:
         """Where this step's augmentation draws come from; with several processes, also reseeds the global RNG.
@@ -430,7 +445,7 @@ class Trial:
                 self.write_record("running")
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 break
-            asked_to_stop = self.stop_requested is not None and self.stop_requested()
+            asked_to_stop = self.stop_agreed or (self.stop_requested is not None and self.stop_requested())
             if self.epoch < epochs and dist.any_rank([asked_to_stop], self.device)[0]:
                 self.preempt()  # asked during the evaluation
         done = self.epoch >= self.config.recipe.epochs
@@ -527,7 +542,8 @@ def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch:
 
     A trial that fails is recorded as failed with its reason and the exception is raised again. With several
     processes every one calls this; rank 0 holds the trial's lock and writes its files. `stop_requested` is
-    polled after every step: when it returns True on any process, the trial checkpoints and raises `Preempted`.
+    polled after every step: when it returns True on any process, the trial checkpoints (after that step, or with
+    several processes at the next check point) and raises `Preempted`.
     """
     config = TrialConfig.model_validate(config)
     out_dir = Path(out_dir)

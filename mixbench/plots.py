@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mixbench.figures import legend_beside, place_point_labels, save, wrap_title
-from mixbench.report import METHOD_ORDER, method_rank, ordered_methods
 
 STATUS_STYLE = {  # claims status -> (colour, marker)
     "reproduced": ("tab:green", "o"),
@@ -37,12 +36,23 @@ def _window(block: pd.DataFrame) -> str:
 
 
 def _colours(labels: list[str]) -> dict[str, str | tuple]:
-    """One colour per method label: the built-in methods keep theirs across every plot (vanilla C0, mixup C1,
-    ...), other labels (third-party methods, a method at two settings) take the remaining ones in order."""
-    fixed = {label: f"C{METHOD_ORDER.index(label)}" for label in labels if label in METHOD_ORDER}
-    spare = [f"C{i}" for i in range(len(METHOD_ORDER), 10)] + list(matplotlib.colormaps["tab20"].colors)
+    """One colour per method label: the project's methods keep theirs across every plot (vanilla C0, mixup C1,
+    ..., in display order, ten at most), other labels (plug-ins, a method at two settings) take the remaining
+    ones in order."""
+    from mixbench.methods.registry import methods_in_display_order
+
+    named = methods_in_display_order()[:10]
+    fixed = {label: f"C{named.index(label)}" for label in labels if label in named}
+    spare = [f"C{i}" for i in range(len(named), 10)] + list(matplotlib.colormaps["tab20"].colors)
     others = [label for label in labels if label not in fixed]
     return {**fixed, **{label: spare[i % len(spare)] for i, label in enumerate(others)}}
+
+
+def ordered_methods(frame: pd.DataFrame) -> list[str]:
+    """The method labels of a frame (`method_name`, `method` columns) in display order."""
+    from mixbench.methods.registry import ordered_labels
+
+    return ordered_labels(zip(frame["method_name"], frame["method"], strict=True))
 
 
 def _grid(n: int, width: float = 4.8, height: float = 3.6, legend: float = 2.2) -> tuple[Figure, list]:
@@ -212,6 +222,8 @@ VERDICT_STYLE = {  # paired verdict -> (colour, filled marker?, legend text)
 def paired_differences(paired: pd.DataFrame) -> Figure | None:
     """Forest plot: per setting, one row per method, its mean paired difference from the baseline with the 95 %
     interval, the zero line drawn; significant differences (after Holm) filled and coloured."""
+    from mixbench.methods.registry import method_rank
+
     if paired.empty:
         return None
     groups = list(paired.groupby(["dataset", "epochs", "backbone"], sort=True))

@@ -54,16 +54,13 @@ from mixbench.results import (
     pending_record,
     read_metrics,
     read_record,
+    records_frame,
     trial_dirs,
     under_contention,
 )
 from mixbench.stats import MIN_TOLERANCE_POINTS, mean_interval
 
 DASH = "–"
-
-# Methods in the order of the papers' tables; others follow alphabetically.
-METHOD_ORDER = ("vanilla", "mixup", "cutmix", "saliencymix", "puzzlemix", "automix")
-
 
 # ---- loading ---------------------------------------------------------------------------------------------
 
@@ -101,13 +98,17 @@ def load_results(results: Path) -> list[TrialResult]:
 
 
 def method_rank(method: str, label: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
+    """Sort key of a method row: the method's `display_order` (papers' order; unregistered names last), then label."""
+    from mixbench.methods import registry  # imported on use: reading records needs no torch
+
+    return registry.method_rank(method, label)
 
 
 def ordered_methods(frame: pd.DataFrame) -> list[str]:
     """The method labels of a summary frame, in the papers' order (vanilla, mixup, ...), others after."""
-    pairs = {(name, label) for name, label in zip(frame["method_name"], frame["method"], strict=True)}
-    return [label for _, label in sorted(pairs, key=lambda pair: method_rank(*pair))]
+    from mixbench.methods.registry import ordered_labels
+
+    return ordered_labels(zip(frame["method_name"], frame["method"], strict=True))
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------
@@ -147,69 +148,32 @@ def fmt_signed(value: float | None, digits: int = 2) -> str:
     return DASH if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
-def mean_std(values: list[float]) -> str:
-    """"mean ± std" of the finite values (one value: the value; none: –)."""
-    return fmt_mean_std(*mean_and_std(values))
-
-
 # ---- the flat per-trial table ------------------------------------------------------------------------------
 
 
+# results.csv speaks timm's language first (model, method, dataset, img_size, top1, ...); every other field
+# of the record follows in the record's own order, then the hyper-parameters.
+RESULTS_RENAMED = {"backbone": "model", "method_label": "method", "method": "method_name"}
+RESULTS_LEADING = (
+    "model", "method", "method_name", "dataset", "img_size", "epochs", "epochs_done", "seed", "status", "top1",
+    "top5", "top1_best", "top1_best_epoch", "top1_median_last_n", "top5_best", "top5_median_last_n", "last_n",
+    "images_per_sec", "time_per_epoch_s", "time_total_s", "peak_memory_mb", "param_count", "device", "gpu_name",
+    "world_size", "suite", "trial_id", "method_version", "mixbench", "torch", "timm", "cuda", "git_hash",
+    "started_at", "updated_at", "reason",
+)
+
+
 def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
-    """One flat row per trial, timm-style columns first, then every other evaluated model and the hparams."""
-    rows = []
-    for t in trials:
-        r = t.record
-        row: dict[str, Any] = {
-            "model": r.backbone,
-            "method": r.method_label,
-            "method_name": r.method,
-            "dataset": r.dataset,
-            "img_size": trial_image_size(r),
-            "epochs": r.epochs,
-            "epochs_done": r.epochs_done,
-            "seed": r.seed,
-            "status": r.status,
-            "top1": r.top1,
-            "top5": r.top5,
-            "top1_best": r.top1_best,
-            "top1_best_epoch": r.top1_best_epoch,
-            "top1_median_last_n": r.top1_median_last_n,
-            "top5_best": r.top5_best,
-            "top5_median_last_n": r.top5_median_last_n,
-            "last_n": r.last_n,
-            "images_per_sec": r.images_per_sec,
-            "time_per_epoch_s": r.time_per_epoch_s,
-            "time_total_s": r.time_total_s,
-            "peak_memory_mb": r.peak_memory_mb,
-            # Only when the record carries it (TrialRecord allows extra fields); reports never build models.
-            "param_count": (r.model_extra or {}).get("param_count"),
-            "device": r.device,
-            "gpu_name": r.gpu_name,
-            "world_size": r.world_size,
-            "suite": r.suite,
-            "trial_id": r.trial_id,
-            "method_version": r.method_version,
-            **{name: r.versions.get(name) for name in ("mixbench", "torch", "timm", "cuda")},
-            "git_hash": r.git_hash,
-            "started_at": r.started_at,
-            "updated_at": r.updated_at,
-            "reason": r.reason,
-        }
-        if r.evaluation:  # mixbench evaluate's seconds (apart from training) and the headline's scalars
-            row["time_eval_s"] = r.time_eval_s
-            row.update({f"eval_{k}": v for k, v in r.evaluation.get(r.headline, {}).items()
-                        if not isinstance(v, (dict, list))})
-        for name, values in r.models.items():
-            if name != r.headline:
-                row.update({f"{key}_{name}": value for key, value in values.items()})
-        row.update({f"hparams.{k}": v if not isinstance(v, (list, dict)) else str(v) for k, v in r.hparams.items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
+    """One flat row per trial (the record's own fields, see `records_frame`), timm-style columns first."""
+    frame = records_frame(t.record for t in trials).rename(columns=RESULTS_RENAMED)
     if frame.empty:
         return frame
+    frame.insert(0, "img_size", [trial_image_size(t.record) for t in trials])
+    rest = [c for c in frame.columns if c not in RESULTS_LEADING and not c.startswith("hparams.")]
+    hparams = [c for c in frame.columns if c.startswith("hparams.")]
+    frame = frame.reindex(columns=[*RESULTS_LEADING, *rest, *hparams])
     # Integer columns stay integers where some trial has no value yet (a pending trial's best epoch).
-    integers = ["img_size", "epochs", "epochs_done", "seed", "top1_best_epoch", "last_n", "world_size",
+    integers = ["img_size", "epochs", "epochs_done", "seed", "top1_best_epoch", "last_n", "param_count", "world_size",
                 "method_version"]
     frame = frame.astype({c: "Int64" for c in integers})
     order = sorted(range(len(frame)), key=lambda i: (
@@ -221,7 +185,6 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
 # ---- aggregation -----------------------------------------------------------------------------------------
 
 
-GROUP = ("dataset", "epochs", "backbone", "method")
 ACCURACY_STATS = ("top1_median_last_n", "top1_best", "top1")
 COST_STATS = ("time_per_epoch_s", "images_per_sec", "peak_memory_mb")
 CONTENDED = "†"  # in the cost table: measured under contention
@@ -826,26 +789,24 @@ def _environment(records: Sequence[TrialRecord]) -> list[str]:
 # ---- the quick summary `mixbench run` prints ----------------------------------------------------------------
 
 
-def accuracy_table(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per dataset × epochs × backbone × method (suite order): seeds done, top-1 (median of last N,
-    best, last). Budgets are never pooled: a 6-epoch and a 12-epoch trial are different rows."""
-    order = {label: i for i, label in enumerate(dict.fromkeys(r.method_label for r in records))}
-    key = lambda r: (r.dataset, r.epochs, r.backbone, order[r.method_label])  # noqa: E731
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary (`summarize_trials`) as `mixbench run` prints it: one row per dataset × epochs × backbone ×
+    method, seeds done, top-1 (median of last N, best, last) as mean ± std. Budgets are never pooled: a 6-epoch
+    and a 12-epoch trial are different rows."""
     rows = []
-    for dataset, epochs, backbone, _ in sorted({key(r) for r in records}):
-        group = [r for r in records if key(r)[:3] == (dataset, epochs, backbone) and order[r.method_label] == _]
-        done = [r for r in group if r.status == "done"]
-        last_n = min(group[0].last_n, epochs)  # the window used: a 2-epoch run's median is of 2 epochs
+    for row in summary.to_dict("records"):
         rows.append({
-            "dataset": dataset,
-            "backbone": backbone,
-            "method": group[0].method_label,
-            "seeds": f"{len(done)}/{len(group)}",
-            f"top1 (median last {last_n})": mean_std([r.top1_median_last_n for r in done]),
-            "top1 (best)": mean_std([r.top1_best for r in done]),
-            "top1 (last)": mean_std([r.top1 for r in done]),
-            "epochs": epochs,
-            "status": status_counts(group, skip="done") or "done",
+            "dataset": row["dataset"],
+            "backbone": row["backbone"],
+            "method": row["method"],
+            "seeds": f"{row['seeds_done']}/{row['seeds_total']}",
+            # the window used: a 2-epoch run's median is of 2 epochs
+            f"top1 (median last {min(row['last_n'], row['epochs'])})": fmt_mean_std(
+                row["top1_median_last_n_mean"], row["top1_median_last_n_std"]),
+            "top1 (best)": fmt_mean_std(row["top1_best_mean"], row["top1_best_std"]),
+            "top1 (last)": fmt_mean_std(row["top1_mean"], row["top1_std"]),
+            "epochs": row["epochs"],
+            "status": row["unfinished"] or "done",
         })
     return pd.DataFrame(rows)
 
@@ -855,7 +816,7 @@ def write_minimal_report(results: Path, out: Path) -> pd.DataFrame:
     trials = load_results(results)
     if not trials:
         raise FileNotFoundError(f"no trials under {results}; run the suite first (mixbench run SUITE)")
-    table = accuracy_table([t.record for t in trials])
+    table = accuracy_table(summarize_trials(trials))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.csv", results_frame(trials).to_csv(index=False))
     atomic_write_text(out / "accuracy.csv", table.to_csv(index=False))

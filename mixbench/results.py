@@ -241,18 +241,6 @@ def trial_dirs(results: Path) -> list[Path]:
     return sorted(p.parent for p in results.rglob("config.yaml"))
 
 
-def load_records(results: Path) -> list[TrialRecord]:
-    """Every trial's record; a trial without one (never started) appears as pending."""
-    records = []
-    for trial_dir in trial_dirs(results):
-        record = read_record(trial_dir)
-        if record is None:
-            config = yaml.safe_load((trial_dir / "config.yaml").read_text())
-            record = pending_record(config)
-        records.append(record)
-    return records
-
-
 def pending_record(config: dict[str, Any]) -> TrialRecord:
     from mixbench.suite import TrialConfig
 
@@ -317,9 +305,25 @@ def label_variants(records: list[TrialRecord]) -> list[TrialRecord]:
 
 
 def records_frame(records: list[TrialRecord]):
-    """One flat row per trial (config and nested dicts left out)."""
+    """One flat row per record, from its own `model_dump()`: every declared and extra field, the versions by
+    package name, each evaluated model other than the headline as `<key>_<model>`, the hyper-parameters as
+    `hparams.<name>` (lists and dicts as text), and `variant`, the label its table row goes under (see
+    variant_labels); the resolved config is left out (it is in config.yaml)."""
     import pandas as pd
 
-    rows = [{**r.model_dump(exclude={"config", "models", "versions", "hparams", "evaluation"}), "variant": label}
-            for r, label in zip(records, variant_labels(records), strict=True)]
+    rows = []
+    for record, label in zip(records, variant_labels(records), strict=True):
+        row = record.model_dump(exclude={"config"})
+        models, versions, hparams = row.pop("models"), row.pop("versions"), row.pop("hparams")
+        evaluation = row.pop("evaluation") or {}
+        row.update(versions)
+        # mixbench evaluate's scalars of the headline model (its nested tables stay in record.json)
+        row.update({f"eval_{k}": v for k, v in evaluation.get(record.headline, {}).items()
+                    if not isinstance(v, (dict, list))})
+        for name, values in models.items():
+            if name != record.headline:
+                row.update({f"{key}_{name}": value for key, value in values.items()})
+        row.update({f"hparams.{k}": v if not isinstance(v, (list, dict)) else str(v) for k, v in hparams.items()})
+        row["variant"] = label
+        rows.append(row)
     return pd.DataFrame(rows)

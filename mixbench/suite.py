@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -32,6 +33,23 @@ def check_slug(value: str, what: str) -> str:
         raise ValueError(f"{value!r} is not a valid {what}: it names a folder, so only letters, digits, '.', '_' "
                          f"and '-' are allowed, starting with a letter or digit; fix: e.g. {fixed!r}")
     return value
+
+
+def trial_axes(dataset_key: str, dataset: str, backbone: str, method_label: str, method: str,
+               seed: int) -> dict[str, Any]:
+    """A trial's place on each axis; a dataset answers to its key (label) and name, a method to its label and
+    registered name."""
+    return {"dataset": [dataset_key, dataset], "backbone": backbone, "method": [method_label, method], "seed": seed}
+
+
+def axes_match(wanted: dict[str, Any], axes: dict[str, Any]) -> bool:
+    """Whether a trial at `axes` is one of `wanted` (axis -> a value or a list of values), compared as text."""
+    for axis, want in wanted.items():
+        values = want if isinstance(want, list) else [want]
+        have = axes[axis] if isinstance(axes[axis], list) else [axes[axis]]
+        if not any(str(w) == str(h) for w in values for h in have):
+            return False
+    return True
 
 
 class SuiteError(ValueError):
@@ -147,12 +165,7 @@ class Override(Strict):
         return self
 
     def matches(self, axes: dict[str, Any]) -> bool:
-        for axis, want in self.match.items():
-            wanted = want if isinstance(want, list) else [want]
-            have = axes[axis] if isinstance(axes[axis], list) else [axes[axis]]
-            if not any(str(w) == str(h) for w in wanted for h in have):
-                return False
-        return True
+        return axes_match(self.match, axes)
 
 
 class Resources(Strict):
@@ -206,9 +219,6 @@ class EvaluationConfig(Strict):
         if self.corruptions == "all":
             return list(CORRUPTIONS)
         return [] if self.corruptions == "none" else list(self.corruptions)
-
-
-NameList = Annotated[list, BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)]
 
 
 class Suite(Strict):
@@ -290,12 +300,8 @@ class TrialConfig(Strict):
 
     @property
     def axes(self) -> dict[str, Any]:
-        return {
-            "dataset": [self.dataset.key, self.dataset.name],
-            "backbone": self.backbone.name,
-            "method": [self.method_label, self.method],
-            "seed": self.seed,
-        }
+        return trial_axes(self.dataset.key, self.dataset.name, self.backbone.name, self.method_label, self.method,
+                          self.seed)
 
 
 # ---- error messages ------------------------------------------------------------------------------------
@@ -366,22 +372,46 @@ def load_suite(path: str | Path, sets: list[str] | None = None) -> Suite:
             raise SuiteError(f"--set {item}: expected KEY=VALUE, e.g. --set recipe.epochs=30")
         try:
             _set_dotted(raw, key, yaml.safe_load(value))
-        except KeyError:
-            raise SuiteError(f"--set {item}: {key} does not name a mapping key of the suite") from None
+        except DottedKeyError as err:
+            raise SuiteError(f"--set {item}: {err}") from None
     try:
         return Suite.model_validate(raw)
     except ValidationError as err:
         raise SuiteError(format_validation_error(str(path), err)) from None
 
 
+class DottedKeyError(KeyError):
+    """A dotted key that does not lead to a place in the document; the message names the part that fails."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `value` at a dotted path; a number steps into a list (`datasets.0.limit_per_class`)."""
     keys = dotted.split(".")
-    node = target
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise KeyError(dotted)
-    node[keys[-1]] = value
+    node: Any = target
+    for depth, key in enumerate(keys):
+        parent, last = ".".join(keys[:depth]), depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit():
+                raise DottedKeyError(f"{parent} is a list; fix: give an item's index, e.g. {parent}.0")
+            if not -len(node) <= int(key) < len(node):
+                raise DottedKeyError(f"{parent}.{key}: index out of range; {parent} has {len(node)} item(s), "
+                                     f"indexes 0 to {len(node) - 1}")
+            key = int(key)
+            if not last and isinstance(node[key], str):
+                node[key] = {"name": node[key]}  # the axes' shorthand: an item given by its name alone
+        elif isinstance(node, dict):
+            if not last:
+                node.setdefault(key, {})
+        else:
+            raise DottedKeyError(f"{parent} is a value, not a mapping or a list; fix: set it whole "
+                                 f"({parent}=VALUE)")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
 
 
 def data_root_from_env(dataset: str) -> str | None:
@@ -413,6 +443,7 @@ def expand(
             problems.append(line)
 
     keys = [ds.key for ds in suite.datasets]
+    datasets = []  # (dataset config, its info, the trial's dataset entry)
     for i, ds in enumerate(suite.datasets):
         if keys.count(ds.key) > 1:
             fail(f"datasets[{i}].label", f"{ds.key!r} names two datasets of the suite; fix: give each a distinct "
@@ -446,57 +477,58 @@ def expand(
         # A plug-in named by "module:attr" gets its spec's name as label (a trial folder holds no colon).
         label = ds.label or (spec.name if ":" in ds.name else None)
         dataset = {**ds.model_dump(), "label": label, "root": str(root) if root else None, **recorded}
-        for j, bb in enumerate(suite.backbones):
-            try:
-                check_backbone_name(bb.name)
-            except ValueError as err:
-                fail(f"backbones[{j}].name", str(err))
-                continue
-            for k, mc in enumerate(suite.methods):
-                try:
-                    cls = get_method_class(mc.name)
-                except ValueError as err:
-                    fail(f"methods[{k}].name", str(err))
-                    continue
-                for seed in suite.seeds:
-                    trial = {
-                        "suite": suite.name,
-                        "dataset": dataset,
-                        "backbone": bb.model_dump(),
-                        "method": mc.name,
-                        "method_label": mc.display,
-                        "method_version": cls.version,
-                        "hparams": _with_normalisation(
-                            {**card_defaults(cls.name or mc.name, info.family), **mc.hparams}, cls, info),
-                        "seed": seed,
-                        "recipe": suite.recipe.model_dump(),
-                        "resources": suite.resources.model_dump(),
-                        "evaluation": suite.evaluation.model_dump(),
-                    }
-                    axes = {"dataset": [label or ds.name, ds.name], "backbone": bb.name,
-                            "method": [mc.display, mc.name], "seed": seed}
-                    for n, ov in enumerate(suite.overrides):
-                        if ov.matches(axes):
-                            for key, value in ov.set.items():
-                                target = "hparams" + key[len("method"):] if key.startswith("method.") else key
-                                try:
-                                    _set_dotted(trial, target, copy.deepcopy(value))
-                                except KeyError:
-                                    fail(f"overrides[{n}].set.{key}", "not a key of a trial; fix: use recipe.*, "
-                                         "method.<hparam>, backbone.kwargs.*, dataset.*")
+        datasets.append((ds, info, dataset))
+    backbones = []
+    for j, bb in enumerate(suite.backbones):
+        try:
+            check_backbone_name(bb.name)
+            backbones.append(bb)
+        except ValueError as err:
+            fail(f"backbones[{j}].name", str(err))
+    methods = []  # (index in the suite, method config, its class)
+    for k, mc in enumerate(suite.methods):
+        try:
+            methods.append((k, mc, get_method_class(mc.name)))
+        except ValueError as err:
+            fail(f"methods[{k}].name", str(err))
+
+    for (ds, info, dataset), bb, (k, mc, cls), seed in itertools.product(datasets, backbones, methods, suite.seeds):
+        trial = {
+            "suite": suite.name,
+            "dataset": dataset,
+            "backbone": bb.model_dump(),
+            "method": mc.name,
+            "method_label": mc.display,
+            "method_version": cls.version,
+            "hparams": _with_normalisation(
+                {**card_defaults(cls.name or mc.name, info.family), **mc.hparams}, cls, info),
+            "seed": seed,
+            "recipe": suite.recipe.model_dump(),
+            "resources": suite.resources.model_dump(),
+            "evaluation": suite.evaluation.model_dump(),
+        }
+        axes = trial_axes(dataset["label"] or ds.name, ds.name, bb.name, mc.display, mc.name, seed)
+        for n, ov in enumerate(suite.overrides):
+            if ov.matches(axes):
+                for key, value in ov.set.items():
+                    target = "hparams" + key[len("method"):] if key.startswith("method.") else key
                     try:
-                        config = TrialConfig.model_validate(trial)
-                    except ValidationError as err:
-                        for line in format_validation_error(str(path), err).splitlines():
-                            fail(f"overrides (trial {ds.key}/{bb.name}/{mc.display}/seed {seed})",
-                                 line.split(": ", 1)[1])
-                        continue
-                    try:
-                        create_method(config.method, **config.hparams)
-                    except (TypeError, ValueError) as err:
-                        fail(f"methods[{k}]", f"{err}")
-                        continue
-                    trials.append(config)
+                        _set_dotted(trial, target, copy.deepcopy(value))
+                    except KeyError:
+                        fail(f"overrides[{n}].set.{key}", "not a key of a trial; fix: use recipe.*, "
+                             "method.<hparam>, backbone.kwargs.*, dataset.*")
+        try:
+            config = TrialConfig.model_validate(trial)
+        except ValidationError as err:
+            for line in format_validation_error(str(path), err).splitlines():
+                fail(f"overrides (trial {ds.key}/{bb.name}/{mc.display}/seed {seed})", line.split(": ", 1)[1])
+            continue
+        try:
+            create_method(config.method, **config.hparams)
+        except (TypeError, ValueError) as err:
+            fail(f"methods[{k}]", f"{err}")
+            continue
+        trials.append(config)
     if problems:
         raise SuiteError("\n".join(problems))
     return trials

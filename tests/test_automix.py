@@ -95,6 +95,24 @@ def test_lam_reaches_the_mask_only_with_lam_concat():
     assert not torch.equal(aware(features, 0.1, index, (8, 8)), aware(features, 0.9, index, (8, 8)))
 
 
+def test_lam_concat_channels_are_float32_lam_and_one_minus_it_as_the_reference():
+    # A λ where float32(1 - λ) and 1 - float32(λ) differ (by one ulp): the reference fills a float32 block with
+    # λ and feeds the partner `1 - lam_block`.
+    lam = next(v / 1000 for v in range(1, 1000)
+               if torch.tensor(1 - v / 1000, dtype=torch.float32) != 1 - torch.tensor(v / 1000, dtype=torch.float32))
+    block = MixBlock(16, lam_concat=True)
+    seen = []
+    block.value.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, -1]))
+    block.query.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, -1]))
+    block(torch.randn(4, 16, 4, 4), lam, torch.tensor([2, 3, 0, 1]), (8, 8))
+    partner_value, own_query, partner_key = seen
+    own_lam = torch.tensor(lam, dtype=torch.float32)
+    assert torch.equal(own_query, own_lam.expand(4, 4, 4))
+    assert torch.equal(partner_value, (1 - own_lam).expand(4, 4, 4))
+    assert torch.equal(partner_key, partner_value)
+    assert not torch.equal(partner_value, torch.tensor(1 - lam, dtype=torch.float32).expand(4, 4, 4))
+
+
 def test_mix_block_computes_in_fp32_under_autocast():
     torch.manual_seed(0)
     features, index = torch.randn(4, 16, 4, 4), torch.tensor([2, 3, 0, 1])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbench.results import load_records
+from mixbench.report import load_results
 
 REPO = Path(__file__).parents[1]
 HELPERS = Path(__file__).parent / "helpers"
@@ -29,7 +29,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     result = mixbench("run", str(REPO / "suites" / "smoke.yaml"), "--results", str(tmp_path), "--jobs", "2",
                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    records = load_records(tmp_path / "smoke")
+    records = [t.record for t in load_results(tmp_path / "smoke")]
     assert {r.method for r in records} >= {"vanilla", "mixup", "cutmix"}
     for record in records:
         assert record.status == "done", record.reason
@@ -50,7 +50,7 @@ def test_second_smoke_suite_end_to_end(tmp_path):
     result = mixbench("run", str(REPO / "suites" / "smoke_more.yaml"), "--results", str(tmp_path), "--jobs", "2",
                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    records = load_records(tmp_path / "smoke_more")
+    records = [t.record for t in load_results(tmp_path / "smoke_more")]
     assert {r.method for r in records} == {m.name for m in suite.methods}
     for record in records:
         assert record.status == "done", record.reason
@@ -68,7 +68,7 @@ def test_a_failing_trial_is_recorded_and_the_suite_goes_on(tmp_path):
     """))
     result = mixbench("run", str(suite), "--results", str(tmp_path / "r"), cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    status = {r.method: r for r in load_records(tmp_path / "r" / "iso")}
+    status = {t.record.method: t.record for t in load_results(tmp_path / "r" / "iso")}
     assert status["vanilla"].status == "done"
     assert status["nan_method:NaNLoss"].status == "failed"
     assert "non-finite loss" in status["nan_method:NaNLoss"].reason
@@ -145,9 +145,9 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "run the same command to resume" in out
-    [record] = load_records(tmp_path / "r" / "stop")
+    [record] = [t.record for t in load_results(tmp_path / "r" / "stop")]
     assert record.status == "interrupted" and 1 <= record.epochs_done < 8
     resumed = mixbench("run", str(suite), "--results", str(tmp_path / "r"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout
-    [record] = load_records(tmp_path / "r" / "stop")
+    [record] = [t.record for t in load_results(tmp_path / "r" / "stop")]
     assert record.status == "done" and record.epochs_done == 8

@@ -16,7 +16,8 @@ from mixbench.cli import main as mixbench
 from mixbench.data.fixtures import write_tiny_imagenet
 from mixbench.data.loader import num_batches, shard
 from mixbench.engine import TrialFailed, run_trial
-from mixbench.results import load_records, read_record, write_config
+from mixbench.report import load_results
+from mixbench.results import read_record, write_config
 from mixbench.runner.local import trial_command
 from mixbench.suite import TrialConfig
 
@@ -82,7 +83,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, monkeyp
         monkeypatch.setenv(key, value)
     # The local runner on CPU: gpus_per_trial 2 launches the trial as 2 gloo processes.
     assert mixbench(["run", str(suite), "--results", str(tmp_path / "r"), "--no-live"]) == 0, capsys.readouterr()
-    (ddp,) = load_records(tmp_path / "r" / "ddp")
+    (ddp,) = [t.record for t in load_results(tmp_path / "r" / "ddp")]
     assert ddp.status == "done", ddp.reason
     ddp_dir = tmp_path / "r" / "ddp" / TrialConfig.model_validate(ddp.config).dirname
     single_config = TrialConfig.model_validate({**ddp.config, "resources": {"gpus_per_trial": 1}})
@@ -147,7 +148,7 @@ def test_a_checkpoint_whose_epochs_have_another_step_count_is_refused(tmp_path, 
     config = trial("vanilla", epochs=2)
     run_trial(config, tmp_path / "t", stop_after_epoch=1)
     state = torch.load(tmp_path / "t" / "last.pt", weights_only=True)
-    state.update(world_size=4, steps_per_epoch=6)  # as if 4 processes had padded their shards into a 6th step
+    state.update(world_sizes=[4], steps_per_epoch=6)  # as if 4 processes had padded their shards into a 6th step
     torch.save(state, tmp_path / "t" / "last.pt")
     with pytest.raises(TrialFailed, match=r"last.pt was written by 4 processes with 6 steps per epoch, but with 1 an "
                                           r"epoch has 5 steps, so the lr schedule and the global batches would not "

@@ -94,6 +94,47 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(tmp_path):
     assert record.status == "failed" and "non-finite loss (nan)" in record.reason
 
 
+@pytest.mark.parametrize("check_every", [2, 50])
+def test_a_late_non_finite_loss_names_its_step_and_the_loss_is_read_only_at_check_points(tmp_path, monkeypatch,
+                                                                                      check_every):
+    from mixbench import engine
+    from mixbench.train_step import LossWatch
+
+    reads = []
+    read = LossWatch.read
+    monkeypatch.setattr(LossWatch, "read", lambda watch: reads.append(watch.steps) or read(watch))
+    monkeypatch.setattr(engine, "CHECK_EVERY", check_every)
+    sys.path.insert(0, str(HELPERS))
+    try:
+        with pytest.raises(TrialFailed, match=r"non-finite loss \(nan\) at epoch 1, step 3$"):
+            run_trial(config("nan_method:LateNaN"), tmp_path / f"late{check_every}")
+    finally:
+        sys.path.remove(str(HELPERS))
+    # Read back every `check_every` steps (or once, at the end of the epoch), never after each step.
+    if check_every == 2:
+        assert reads == [2, 4]
+    else:
+        assert len(reads) == 1 and reads[0] > 4  # the whole epoch: NaN from step 3 on did not stop it earlier
+
+
+def test_progress_lines_every_n_steps_and_a_checkpoint_of_plain_values(tmp_path, monkeypatch, capsys):
+    from dataclasses import fields
+
+    from mixbench import engine
+
+    monkeypatch.setattr(engine, "CHECK_EVERY", 3)
+    record = run_trial(config("vanilla", epochs=1), tmp_path / "t")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("mixbench: epoch")]
+    assert lines and all(line.startswith(f"mixbench: epoch 1/1, step {3 * (i + 1)}/") for i, line in enumerate(lines))
+    assert all("train loss" in line and "images/s" in line for line in lines)
+    # The TrialState is saved with asdict: numbers, strings, lists and dicts beside tensors, so the checkpoint
+    # loads without unpickling code.
+    saved = torch.load(tmp_path / "t" / "last.pt", weights_only=True)
+    assert {f.name for f in fields(engine.TrialState)} <= set(saved)
+    assert saved["epoch"] == 1 and saved["epoch_progress"] == {"batches": 0, "sums": {}, "lr": 0.0, "seconds": 0.0}
+    assert saved["world_sizes"] == [1] and saved["trial_id"] == record.trial_id
+
+
 def test_record_is_self_describing(tmp_path):
     record = run_trial(config("vanilla", epochs=1), tmp_path / "t")
     assert record.versions["torch"] == torch.__version__ and record.versions["mixbench"]

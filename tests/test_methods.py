@@ -269,3 +269,75 @@ def test_training_loss_trains_the_backbone_and_nothing_else(name):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
     assert list(method.parameters()) == [] and x.grad is None
     assert 0.0 <= out.logs["lam"] <= 1.0
+
+
+# ---- hyper-parameters written once, one draw for the Beta mixers ----------------------------------------
+
+
+@pytest.mark.parametrize("name", list_methods())  # the built-ins: collected before any test registers one
+def test_hparams_are_every_init_keyword_with_its_value(name):
+    from mixbench.methods.registry import method_hparam_names
+
+    cls = get_method_class(name)
+    assert list(create_method(name).hparams()) == method_hparam_names(cls)
+    changed = {"label_smoothing": 0.1, **({"alpha": 0.3} if "alpha" in method_hparam_names(cls) else {})}
+    assert create_method(name, **changed).hparams().items() >= changed.items()
+
+
+def test_hparams_of_a_method_that_does_not_keep_its_argument_is_a_clear_error():
+    class Forgetful(InputMixer):
+        def __init__(self, strength: float = 1.0):
+            super().__init__()
+
+    with pytest.raises(AttributeError, match=r"Forgetful takes hyper-parameter 'strength' but keeps no attribute "
+                                             r"of that name; store it as self.strength in __init__ or override"):
+        Forgetful().hparams()
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "saliencymix"])
+def test_beta_mixers_share_one_draw_of_lambda(name):
+    from mixbench.methods.base import BetaMixer, draw_lam
+
+    method = create_method(name, alpha=0.5, p=0.5, mode="elem")
+    assert isinstance(method, BetaMixer)
+    drawn, g = method.sample(9, gen(4)), gen(4)
+    assert torch.equal(drawn["lam"], draw_lam(0.5, 0.5, "elem", 9, g))
+    assert torch.equal(drawn["index"], method.permutation(9, g))
+
+
+# ---- CutMix's permutation, as openmixup's _no_repeat_shuffle_idx ----------------------------------------
+
+
+def test_cutmix_almost_never_pairs_a_sample_with_itself():
+    # A plain permutation of 16 has a fixed point 63 % of the time; after ten redraws, 0.6 % (0.632^11).
+    method = create_method("cutmix")
+    self_paired = 0
+    for seed in range(300):
+        index = method.sample(16, gen(seed))["index"]
+        assert sorted(index.tolist()) == list(range(16))
+        self_paired += bool((index == torch.arange(16)).any())
+    assert self_paired <= 8
+
+
+def test_cutmix_redraws_at_most_ten_times_and_keeps_the_last_draw():
+    from mixbench.methods.base import permutation_avoiding_self_pairs
+
+    for seed in range(20):
+        # The reference, written out: a first draw, then up to ten redraws while some sample keeps its place.
+        g = gen(seed)
+        draws = [torch.randperm(3, generator=g)]
+        while (draws[-1] == torch.arange(3)).any() and len(draws) < 11:
+            draws.append(torch.randperm(3, generator=g))
+        assert torch.equal(permutation_avoiding_self_pairs(3, gen(seed)), draws[-1])
+    # One sample can only be paired with itself: eleven draws, the last one kept.
+    g = gen(0)
+    assert torch.equal(permutation_avoiding_self_pairs(1, g), torch.zeros(1, dtype=torch.long))
+    assert torch.equal(g.get_state(), (lambda h: ([torch.randperm(1, generator=h) for _ in range(11)], h)[1])(
+        gen(0)).get_state())
+
+
+def test_mixup_keeps_the_plain_permutation():
+    index = create_method("mixup").sample(64, gen(0))["index"]
+    g = gen(0)
+    sample_beta(1.0, 1, g)
+    assert torch.equal(index, torch.randperm(64, generator=g))

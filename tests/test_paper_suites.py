@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mixbench.cli import main
-from mixbench.results import load_records
+from mixbench.report import load_results
 from mixbench.suite import TrialConfig, expand, load_suite
 
 REPO = Path(__file__).parents[1]
@@ -275,7 +275,7 @@ def test_tiny_runs_the_whole_suite_end_to_end(name, capsys, tmp_path):
     code, out = cli(capsys, "run", str(suite_file(name)), "--tiny", "--jobs", "2", "--no-live",
                     "--results", str(tmp_path))
     assert code == 0, out
-    records = load_records(tmp_path / f"{name}-tiny")
+    records = [t.record for t in load_results(tmp_path / f"{name}-tiny")]
     assert len(records) == len(suite.backbones) * len(methods_of(name))
     for record in records:
         assert record.status == "done", f"{record.backbone} {record.method}: {record.reason}"

@@ -57,7 +57,7 @@ def write_trial(root: Path, method: str, seed: int, top1s: list[float], *, epoch
         top1_best_epoch=top1["best_epoch"], top1_median_last_n=top1["median_last_n"], top5_best=top5["best"],
         top5_median_last_n=top5["median_last_n"], last_n=2, images_per_sec=speed,
         time_total_s=(seconds or 0.0) * len(top1s), time_per_epoch_s=seconds, peak_memory_mb=memory,
-        started_at=START, updated_at=END, config=config.model_dump(mode="json"),
+        param_count=1234, started_at=START, updated_at=END, config=config.model_dump(mode="json"),
     ))
     return config
 
@@ -143,18 +143,18 @@ RESULTS_CSV = """\
 model,method,method_name,dataset,img_size,epochs,epochs_done,seed,status,top1,top5,top1_best,top1_best_epoch,\
 top1_median_last_n,top5_best,top5_median_last_n,last_n,images_per_sec,time_per_epoch_s,time_total_s,peak_memory_mb,\
 param_count,device,gpu_name,world_size,suite,trial_id,method_version,mixbench,torch,timm,cuda,git_hash,started_at,\
-updated_at,reason,hparams.alpha
-resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,0,done,80.0,90.0,80.0,4,75.0,90.0,85.0,2,500.0,2.0,8.0,1000.0,,cpu,,1,\
-demo,{vanilla0},1,,,,,,{start},{end},,
-resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,1,done,78.0,88.0,78.0,4,75.0,88.0,85.0,2,500.0,2.0,8.0,1000.0,,cpu,,1,\
-demo,{vanilla1},1,,,,,,{start},{end},,
-resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,0,2,pending,,,,,,,,2,,,0.0,,,cpu,,1,demo,{vanilla2},1,,,,,,,,,
-resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,0,done,81.0,91.0,85.0,3,83.0,95.0,93.0,2,400.0,2.5,10.0,1100.0,,cpu,,1,\
-demo,{mixup0},1,,,,,,{start},{end},,1.0
-resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,1,done,85.0,95.0,85.0,4,84.0,95.0,94.0,2,400.0,2.5,10.0,1100.0,,cpu,,1,\
-demo,{mixup1},1,,,,,,{start},{end},,1.0
-resnet_tiny_cifar,mixup,mixup,synthetic,32,4,1,2,failed,30.0,40.0,30.0,1,30.0,40.0,40.0,2,,,0.0,,,cpu,,1,demo,{mixup2},1,\
-,,,,,{start},{end},RuntimeError: boom,1.0
+updated_at,reason,headline,hostname,time_eval_s,hparams.alpha
+resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,0,done,80.0,90.0,80.0,4,75.0,90.0,85.0,2,500.0,2.0,8.0,1000.0,1234,cpu,,1,\
+demo,{vanilla0},1,,,,,,{start},{end},,model,,,
+resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,1,done,78.0,88.0,78.0,4,75.0,88.0,85.0,2,500.0,2.0,8.0,1000.0,1234,cpu,,1,\
+demo,{vanilla1},1,,,,,,{start},{end},,model,,,
+resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,0,2,pending,,,,,,,,2,,,0.0,,,cpu,,1,demo,{vanilla2},1,,,,,,,,,model,,,
+resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,0,done,81.0,91.0,85.0,3,83.0,95.0,93.0,2,400.0,2.5,10.0,1100.0,1234,cpu,,1,\
+demo,{mixup0},1,,,,,,{start},{end},,model,,,1.0
+resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,1,done,85.0,95.0,85.0,4,84.0,95.0,94.0,2,400.0,2.5,10.0,1100.0,1234,cpu,,1,\
+demo,{mixup1},1,,,,,,{start},{end},,model,,,1.0
+resnet_tiny_cifar,mixup,mixup,synthetic,32,4,1,2,failed,30.0,40.0,30.0,1,30.0,40.0,40.0,2,,,0.0,,1234,cpu,,1,demo,{mixup2},1,\
+,,,,,{start},{end},RuntimeError: boom,model,,,1.0
 """
 
 
@@ -165,7 +165,10 @@ def test_results_csv_one_flat_row_per_trial(results, tmp_path):
     out = tmp_path / "report"
     write_report(results, out)
     assert (out / "results.csv").read_text() == RESULTS_CSV.format(start=START, end=END, **ids)
-    assert results_frame(trials)["status"].tolist() == ["done", "done", "pending", "done", "done", "failed"]
+    frame = results_frame(trials)
+    assert frame["status"].tolist() == ["done", "done", "pending", "done", "done", "failed"]
+    # A declared field of the record reaches the table (it once came out empty in every row).
+    assert frame["param_count"].tolist()[:2] == [1234, 1234] and pd.isna(frame["param_count"][2])
 
 
 COST_MD = """\
@@ -386,7 +389,12 @@ def test_cli_report_without_trials_is_an_error(tmp_path, capsys):
 def test_minimal_report_after_a_run_still_works(results, tmp_path):
     table = write_minimal_report(results, tmp_path / "quick")
     assert table["seeds"].tolist() == ["2/3", "2/3"]
-    assert table["status"].tolist() == ["1 failed", "1 pending"]
+    assert table["status"].tolist() == ["1 pending", "1 failed"]
+    # The same aggregation as the full report's summary, only formatted for the terminal.
+    summary = summarize_trials(load_results(results))
+    assert table["method"].tolist() == summary["method"].tolist() == ["vanilla", "mixup"]
+    assert table["top1 (median last 2)"].tolist() == ["75.00 ± 0.00", "83.50 ± 0.71"]
+    assert table["top1 (best)"].tolist() == ["79.00 ± 1.41", "85.00 ± 0.00"]
     assert (tmp_path / "quick" / "accuracy.md").is_file()
 
 

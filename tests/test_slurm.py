@@ -19,7 +19,8 @@ from trial_configs import synthetic_trial
 
 from mixbench.cli import main as mixbench
 from mixbench.engine import Preempted, run_trial
-from mixbench.results import load_records, read_metrics, read_record
+from mixbench.report import load_results
+from mixbench.results import read_metrics, read_record
 from mixbench.runner.slurm import SlurmOptions, Submission, active_jobs, executor_parameters, slurm_minutes
 from mixbench.suite import SuiteError, TrialConfig
 
@@ -79,6 +80,47 @@ def test_an_unknown_slurm_option_is_one_clear_line():
         _check_parameters(params)
 
 
+def test_generic_names_and_the_parameter_list_match_the_pinned_submitit():
+    from submitit import SlurmExecutor
+
+    from mixbench.runner.slurm import GENERIC_NAMES, slurm_parameter_names
+
+    # The only submitit internals mixbench reads or mirrors; pyproject pins the versions where these hold.
+    equivalent = {k: v for k, v in (SlurmExecutor._equivalence_dict() or {}).items() if k != v}
+    assert equivalent == GENERIC_NAMES
+    assert {"partition", "time", "mem", "ntasks_per_node", "gpus_per_node", "signal_delay_s",
+            "additional_parameters", "srun_args"} <= set(slurm_parameter_names())
+    params, _ = executor_parameters(trial(resources={"slurm": {"timeout_min": 30, "mem_gb": 8, "name": "x"}}),
+                                    SlurmOptions())
+    assert (params["time"], params["mem"], params["job_name"]) == (30, "8GB", "x")
+
+
+def test_each_task_of_a_ddp_trial_gets_torchrun_variables(monkeypatch):
+    from mixbench.runner.slurm import export_torch_distributed_env
+
+    # A private copy of the environment: the export must not leak RANK or WORLD_SIZE into the tests after this one.
+    torchrun = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in torchrun})
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n[07-08]"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    export_torch_distributed_env()
+    port = os.environ["MASTER_PORT"]
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    assert os.environ["MASTER_ADDR"] == "n07" and "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.delenv("MASTER_PORT")
+    export_torch_distributed_env()
+    assert os.environ["RANK"] == "0" and os.environ["MASTER_PORT"] == port  # every task meets at one port
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.delenv("RANK")
+    export_torch_distributed_env()
+    assert "RANK" not in os.environ  # one task: no process group
+
+
 def test_a_trial_asked_to_stop_checkpoints_mid_epoch_and_resumes_bit_for_bit(tmp_path, one_thread):
     config = trial("mixup", epochs=2)  # 40 images, batch 8: 5 steps per epoch
     run_trial(config, tmp_path / "straight")
@@ -130,7 +172,7 @@ def wait_for(condition, timeout: float, what: str, cluster) -> None:
 
 
 def finished(suite_dir: Path, n: int) -> bool:
-    records = load_records(suite_dir) if suite_dir.is_dir() else []
+    records = [t.record for t in load_results(suite_dir)] if suite_dir.is_dir() else []
     return len(records) == n and all(r.status in ("done", "failed") for r in records)
 
 
@@ -153,7 +195,7 @@ def test_a_suite_runs_as_a_job_array_and_nothing_runs_twice(slurm_env, tmp_path,
     with capsys.disabled():  # shown with -s
         print(f"\nSlurm smoke suite: {wall:.1f} s from submission to the last record")
 
-    records = {r.method: r for r in load_records(results / "slurm_smoke")}
+    records = {t.record.method: t.record for t in load_results(results / "slurm_smoke")}
     for method in ("vanilla", "mixup"):
         assert records[method].status == "done" and records[method].top1 is not None, records[method].reason
     assert records["nan_method:NaNLoss"].status == "failed"
@@ -214,7 +256,7 @@ def test_a_ddp_trial_runs_as_two_slurm_tasks(slurm_env, tmp_path, capsys):
     results = tmp_path / "r"
     assert mixbench(["run", str(suite), "--executor", "slurm", "--results", str(results)]) == 0
     wait_for(lambda: finished(results / "slurm_ddp", 1), 300, "the DDP trial", slurm_env)
-    (record,) = load_records(results / "slurm_ddp")
+    (record,) = [t.record for t in load_results(results / "slurm_ddp")]
     assert record.status == "done", record.reason
     assert record.world_size == 2 and record.per_process_batch == 8
     trial_dir = results / "slurm_ddp" / TrialConfig.model_validate(record.config).dirname

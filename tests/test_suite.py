@@ -73,6 +73,27 @@ def test_set_edits_the_suite(tmp_path):
         load_suite(write(tmp_path, BASE), ["epochs"])
 
 
+def test_set_reaches_list_items_by_index(tmp_path):
+    path = write(tmp_path, BASE)
+    suite = load_suite(path, ["datasets.0.limit_per_class=100", "methods.1.alpha=0.7", "methods.-1.label=m7",
+                              "seeds.1=5"])
+    assert suite.datasets[0].name == "synthetic" and suite.datasets[0].limit_per_class == 100
+    assert suite.methods[1].hparams["alpha"] == 0.7 and suite.methods[1].display == "m7"
+    assert suite.seeds == [0, 5]
+    assert {t.hparams.get("alpha") for t in expand(suite, path) if t.method == "mixup"} == {0.7}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("datasets.3.limit_per_class=100", r"--set datasets.3.limit_per_class=100: datasets.3: index out of range; "
+                                       r"datasets has 1 item\(s\), indexes 0 to 0"),
+    ("datasets.name=x", r"--set datasets.name=x: datasets is a list; fix: give an item's index, e.g. datasets.0"),
+    ("recipe.epochs.max=3", r"--set recipe.epochs.max=3: recipe.epochs is a value, not a mapping or a list"),
+])
+def test_set_errors_name_the_path(tmp_path, edit, message):
+    with pytest.raises(SuiteError, match=message):
+        load_suite(write(tmp_path, BASE), [edit])
+
+
 # ---- one clear error per mistake, before anything runs ---------------------------------------------------
 
 
@@ -116,6 +137,28 @@ def test_resolution_errors_name_file_field_and_fix(tmp_path, edit, message):
     path = write(tmp_path, BASE.replace(*edit))
     with pytest.raises(SuiteError, match=message):
         load_and_expand(path)
+
+
+def test_every_bad_axis_is_reported_at_once(tmp_path):
+    path = write(tmp_path, BASE.replace("[synthetic]", "[cifar11]").replace("[resnet_tiny_cifar]", "[resnet81]")
+                 .replace("[vanilla, {name: mixup, alpha: 0.4}]", "[vanila]"))
+    with pytest.raises(SuiteError) as err:
+        load_and_expand(path)
+    fields = [line.split(": ")[1] for line in str(err.value).splitlines()]
+    assert fields == ["datasets[0].name", "backbones[0].name", "methods[0].name"]
+
+
+def test_only_and_overrides_match_trials_the_same_way(tmp_path, capsys):
+    from mixbench.cli import main
+    from mixbench.suite import axes_match
+
+    trial = load_and_expand(write(tmp_path, BASE))[2]
+    assert axes_match({"method": "mixup", "seed": [0, 7]}, trial.axes)  # a method answers to its name and label
+    assert not axes_match({"method": "mixup", "seed": 1}, trial.axes)
+    assert main(["run", str(write(tmp_path, BASE)), "--dry-run", "--only", "optimizer=sgd"]) != 0
+    out = capsys.readouterr()
+    assert "--only optimizer=sgd: expected AXIS=V1,V2 with AXIS one of dataset, backbone, method, seed" in (
+        out.out + out.err)
 
 
 def test_missing_data_root_is_reported_with_the_ways_to_set_it(tmp_path):

@@ -72,15 +72,6 @@ from mixbench.stats import Interval, claim_tolerance, t_interval_from
 
 COLUMNS = ("dataset", "backbone", "timm_model", "method", "epochs", "metric", "value", "image_size", "source", "note")
 
-METHOD_NAMES = {
-    "vanilla": "Vanilla",
-    "mixup": "Mixup",
-    "cutmix": "CutMix",
-    "saliencymix": "SaliencyMix",
-    "puzzlemix": "PuzzleMix",
-    "automix": "AutoMix",
-}
-
 ACCURACY_METRICS = {"top1_acc": "top1", "top5_acc": "top5"}  # claim metric -> metrics.jsonl key
 
 ASSUMED_LAST_N = 10  # openmixup's most common window, for claims that do not state their statistic
@@ -126,7 +117,9 @@ def method_display(method: str, label: str | None = None) -> str:
     """How a method appears in the claims table: the paper's spelling, or the suite's own label."""
     if label and label != method:
         return label
-    return METHOD_NAMES.get(method, method)
+    from mixbench.methods.registry import paper_name
+
+    return paper_name(method)
 
 
 def image_sizes(text: str) -> tuple[int, int] | None:

@@ -86,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixbench.distributed import unwrap
 from mixbench.methods.base import (
     Method,
     MixedBatch,
@@ -97,11 +98,6 @@ from mixbench.methods.base import (
 from mixbench.methods.registry import register_method
 
 HEADLINES = ("ema", "online")
-
-
-def _unwrap(backbone: nn.Module) -> nn.Module:
-    """The bare model behind a DistributedDataParallel wrapper, for attribute access."""
-    return getattr(backbone, "module", backbone)
 
 
 class MixBlock(nn.Module):
@@ -130,8 +126,11 @@ class MixBlock(nn.Module):
             partner = own[index]
             n, _, h, w = own.shape
             if self.lam_concat:
-                own = torch.cat([own, own.new_full((n, 1, h, w), lam)], dim=1)
-                partner = torch.cat([partner, partner.new_full((n, 1, h, w), 1.0 - lam)], dim=1)
+                # The partner's channel is 1 - float32(λ), computed in float32 as the reference does (not the
+                # float32 of 1 - λ: they can differ by one ulp).
+                lam_block = own.new_full((n, 1, h, w), lam)
+                own = torch.cat([own, lam_block], dim=1)
+                partner = torch.cat([partner, 1.0 - lam_block], dim=1)
             value = self.value(partner).flatten(2).transpose(1, 2)  # (N, hw, 1)
             query = self.query(own).flatten(2).transpose(1, 2)  # (N, hw, C')
             key = self.query(partner).flatten(2)  # (N, C', hw)
@@ -194,7 +193,16 @@ class AutoMix(Method):
     """AutoMix: a Mix Block learns the masks, trained through a momentum copy of the classifier."""
 
     name = "automix"
-    version = 1
+    version = 2  # 2: with lam_concat, the partner's λ channel is 1 - float32(λ), as the reference
+    paper_name = "AutoMix"
+    display_order = 50
+    cost_multiplier = 3.0
+    cost_source = (
+        "EMA forward + input backward, two online passes, Mix Block "
+        "(×3.0 measured on CPU, REFERENCE.md §9; ×2.1-2.8 on GPU for ViTs)"
+    )
+    # Every epoch evaluates the EMA and the online encoder (cost.py adds the two mix heads with eval_mix_heads).
+    eval_passes = 2
     lam_note = ("AutoMix's labels use the drawn λ, while the Mix Block's mask is only pulled towards it by the "
                 "mask loss (the batch's mean share within mask_loss_margin of λ, not each sample's), so a mask's "
                 "mean can differ from λ; a λ within lam_margin of 0 or 1 falls back to Mixup (a uniform mask). "
@@ -261,7 +269,7 @@ class AutoMix(Method):
         from mixbench.models import stage_channels
 
         super().setup(backbone, num_classes)
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         try:
             channels = stage_channels(net, self.mask_layer)
         except ValueError as err:
@@ -335,7 +343,7 @@ class AutoMix(Method):
     def training_loss(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> StepOutput:
         from mixbench.models import stage_features
 
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         drawn = self.sample(x.shape[0], gen)
         lam_mb, lam_bb = drawn["lam_mb"], drawn["lam_bb"]
         index_mb, index_bb = drawn["index_mb"].to(x.device), drawn["index_bb"].to(x.device)
@@ -392,7 +400,7 @@ class AutoMix(Method):
     @torch.no_grad()
     def after_step(self, backbone: nn.Module) -> None:
         """k <- m·k + (1-m)·q over the parameters of the encoder and both heads (BN buffers are not copied)."""
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         ema = [*self.ema_backbone.parameters(), *self.ema_head_mix.parameters()]
         online = [*net.parameters(), *self.head_mix.parameters()]
         if len(ema) != len(online):
@@ -403,33 +411,13 @@ class AutoMix(Method):
 
     # ---- evaluation and records ------------------------------------------------------------------------
     def eval_models(self, backbone: nn.Module) -> dict[str, nn.Module]:
-        net = _unwrap(backbone)
+        net = unwrap(backbone)
         models = {"ema": self.ema_backbone, "online": net}
         if self.eval_mix_heads:
             models["ema_mix"] = _PooledHead(self.ema_backbone, self.ema_head_mix)
             models["online_mix"] = _PooledHead(net, self.head_mix)
         first = {self.headline: models.pop(self.headline)}
         return {**first, **models}
-
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "mask_layer": self.mask_layer,
-            "lam_concat": self.lam_concat,
-            "mask_loss_weight": self.mask_loss_weight,
-            "mask_loss_margin": self.mask_loss_margin,
-            "mask_loss_anneal": self.mask_loss_anneal,
-            "lam_margin": self.lam_margin,
-            "ema_momentum": self.ema_momentum,
-            "ema_momentum_end": self.ema_momentum_end,
-            "ema_hold_fraction": self.ema_hold_fraction,
-            "mb_lr": self.mb_lr,
-            "mb_min_lr": self.mb_min_lr,
-            "mb_momentum": self.mb_momentum,
-            "headline": self.headline,
-            "eval_mix_heads": self.eval_mix_heads,
-            "label_smoothing": self.label_smoothing,
-        }
 
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         """The backbone must have stage `mask_layer`; built on the meta device, so no memory and no time."""

@@ -73,7 +73,7 @@ def mixed_cross_entropy(
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy against dense targets (rows summing to 1), averaged over the batch."""
+    """Cross-entropy against dense targets (rows summing to 1), averaged over the batch (RecursiveMix)."""
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
@@ -90,8 +90,20 @@ def sample_beta(alpha: float, size: int, gen: torch.Generator) -> Tensor:
 
 
 def random_permutation(n: int, gen: torch.Generator) -> Tensor:
-    """A uniform permutation of range(n); a sample may be paired with itself, as in the reference."""
+    """A uniform permutation of range(n); a sample may be paired with itself (as openmixup's Mixup,
+    SaliencyMix, PuzzleMix and AutoMix draw it)."""
     return torch.randperm(n, generator=gen)
+
+
+def permutation_avoiding_self_pairs(n: int, gen: torch.Generator, tries: int = 10) -> Tensor:
+    """A permutation redrawn up to `tries` times while some sample is paired with itself; the last draw is kept
+    if every try failed (openmixup's CutMix, `_no_repeat_shuffle_idx(ignore_failure=True)`)."""
+    index = torch.randperm(n, generator=gen)
+    for _ in range(tries):
+        if not (index == torch.arange(n)).any():
+            break
+        index = torch.randperm(n, generator=gen)
+    return index
 
 
 class Method(nn.Module):
@@ -101,10 +113,21 @@ class Method(nn.Module):
     seed changes), take their hyper-parameters as keyword arguments of `__init__`, and implement
     `training_loss`. A method that has parameters of its own is an nn.Module; the engine optimizes them
     with the backbone's (see `param_groups`) and saves them in checkpoints.
+
+    What reports and the cost model need to know about a method lives here too, so a plug-in method gets a
+    full row: `paper_name` (its spelling in papers and published claims; empty: `name`), `display_order`
+    (its place in tables and its plot colour; plug-ins go after the built-ins), `cost_multiplier` and
+    `cost_source` (training cost of a step relative to vanilla on the same backbone and batch, and where
+    that number comes from) and `eval_passes` (models evaluated every epoch, a val-split forward each).
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    paper_name: ClassVar[str] = ""
+    display_order: ClassVar[int] = 1000
+    cost_multiplier: ClassVar[float] = 1.0
+    cost_source: ClassVar[str] = "not estimated: counted as vanilla"
+    eval_passes: ClassVar[int] = 1
     # Whether the mix depends on the model (saliency, a learned mask): a gallery then shows it with a trained
     # network (`mixbench.display`), never a random one. Input mixers set it False.
     mixes_with_model: ClassVar[bool] = True
@@ -140,8 +163,20 @@ class Method(nn.Module):
         """Told before each step where training stands (schedules inside a method, e.g. AutoMix momentum)."""
 
     def hparams(self) -> dict[str, Any]:
-        """The resolved hyper-parameters, as recorded with every trial."""
-        return {}
+        """The resolved hyper-parameters, as recorded with every trial: every keyword of `__init__` (of this
+        class and its bases), read back from the attribute of the same name. A method that stores one
+        differently overrides this."""
+        from mixbench.methods.registry import method_hparam_names
+
+        values = {}
+        for name in method_hparam_names(type(self)):
+            if not hasattr(self, name):
+                raise AttributeError(
+                    f"{type(self).__qualname__} takes hyper-parameter {name!r} but keeps no attribute of that name; "
+                    f"store it as self.{name} in __init__ or override hparams()"
+                )
+            values[name] = getattr(self, name)
+        return values
 
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         """Raise ValueError (what is wrong and the fix) if the method cannot run at this size or on this backbone.
@@ -174,6 +209,24 @@ class InputMixer(Method):
         logits = backbone(mixed.x)
         loss = mixed_cross_entropy(logits, mixed.y_a, mixed.y_b, mixed.lam, self.label_smoothing)
         return StepOutput(loss=loss, logs={"lam": float(mixed.lam.float().mean())})
+
+
+class BetaMixer(InputMixer):
+    """An input mixer that draws λ ~ Beta(α, α) (mixing with probability `p`, per batch or per sample as `mode`
+    says) and a partner permutation: Mixup, CutMix and SaliencyMix share this draw and these arguments."""
+
+    def __init__(self, alpha: float = 1.0, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
+        super().__init__(label_smoothing=label_smoothing)
+        check_mix_args(alpha, p, mode)
+        self.alpha, self.p, self.mode = alpha, p, mode
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
+        lam = draw_lam(self.alpha, self.p, self.mode, batch_size, gen)
+        return {"lam": lam, "index": self.permutation(batch_size, gen)}
+
+    def permutation(self, batch_size: int, gen: torch.Generator) -> Tensor:
+        """Who each sample is mixed with: a uniform permutation, unless the reference draws otherwise."""
+        return random_permutation(batch_size, gen)
 
 
 def draw_lam(alpha: float, p: float, mode: str, batch_size: int, gen: torch.Generator) -> Tensor:

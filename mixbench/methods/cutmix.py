@@ -1,8 +1,9 @@
 """CutMix (Yun et al., ICCV 2019): paste a box of the partner image; λ is the area that stays.
 
-Matches openmixup's `augments/cutmix.py` (REFERENCE.md §3): λ ~ Beta(α, α), one permutation and one box per
-batch; box size (int(H·√(1-λ)), int(W·√(1-λ))), centre uniform over the whole image, half-extents `cut // 2`
-on both sides, clipped to the image, and λ recomputed from the clipped area. Unlike the reference the
+Matches openmixup's `augments/cutmix.py` (REFERENCE.md §3): λ ~ Beta(α, α), one permutation (redrawn up to 10
+times while a sample is paired with itself) and one box per batch; box size (int(H·√(1-λ)), int(W·√(1-λ))),
+centre uniform over the whole image, half-extents `cut // 2` on both sides, clipped to the image, and λ
+recomputed from the clipped area. Unlike the reference the
 caller's tensor is never written to. Added, as timm offers: `p`, the probability of mixing, and the
 per-sample mode "elem" (one λ and one box per sample).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, draw_lam, random_permutation
+from mixbench.methods.base import BetaMixer, MixedBatch, permutation_avoiding_self_pairs
 from mixbench.methods.registry import register_method
 
 
@@ -74,20 +75,21 @@ def paste_boxes(x: Tensor, index: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
 
 
 @register_method
-class CutMix(InputMixer):
+class CutMix(BetaMixer):
     name = "cutmix"
-    version = 1
+    version = 2  # 2: the permutation is redrawn while a sample is paired with itself, as the reference
+    paper_name = "CutMix"
+    display_order = 20
+    cost_multiplier = 1.0
+    cost_source = "a box copy; no measurable cost on GPU (openmixup ViT table)"
 
-    def __init__(self, alpha: float = 1.0, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
-        super().__init__(label_smoothing=label_smoothing)
-        check_mix_args(alpha, p, mode)
-        self.alpha, self.p, self.mode = alpha, p, mode
+    def permutation(self, batch_size: int, gen: torch.Generator) -> Tensor:
+        return permutation_avoiding_self_pairs(batch_size, gen)
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
-        lam = draw_lam(self.alpha, self.p, self.mode, batch_size, gen)
-        index = random_permutation(batch_size, gen)
-        center = torch.rand((*lam.shape, 2), generator=gen, dtype=torch.float64)
-        return {"lam": lam, "index": index, "center": center}
+        drawn = super().sample(batch_size, gen)
+        drawn["center"] = torch.rand((*drawn["lam"].shape, 2), generator=gen, dtype=torch.float64)
+        return drawn
 
     def mix(self, x: Tensor, y: Tensor, lam: Tensor, index: Tensor, center: Tensor) -> MixedBatch:
         height, width = x.shape[-2:]
@@ -96,6 +98,3 @@ class CutMix(InputMixer):
         return MixedBatch(
             x=mixed, y_a=y, y_b=y[index.to(y.device)], lam=box_area_lam(boxes, height, width), mask=mask
         )
-
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "p": self.p, "mode": self.mode, "label_smoothing": self.label_smoothing}

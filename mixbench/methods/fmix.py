@@ -140,11 +140,6 @@ class FMix(InputMixer):
         self.alpha, self.decay_power, self.max_soft = alpha, decay_power, max_soft
         self.reformulate, self.spectrum, self.p, self.mode = reformulate, spectrum, p, mode
 
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "decay_power": self.decay_power, "max_soft": self.max_soft,
-                "reformulate": self.reformulate, "spectrum": self.spectrum, "p": self.p, "mode": self.mode,
-                "label_smoothing": self.label_smoothing}
-
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         height, width = image_size
         if height < 2 or width < 2:

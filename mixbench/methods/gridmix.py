@@ -121,11 +121,6 @@ class GridMix(InputMixer):
         self.cut_aspect_ratio = list(value_range(cut_aspect_ratio, "cut_aspect_ratio", low=1e-6))
         self.alpha, self.p, self.mode = alpha, p, mode
 
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "n_holes": list(self.n_holes), "hole_aspect_ratio": list(self.hole_aspect_ratio),
-                "cut_area_ratio": list(self.cut_area_ratio), "cut_aspect_ratio": list(self.cut_aspect_ratio),
-                "p": self.p, "mode": self.mode, "label_smoothing": self.label_smoothing}
-
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         height, width = image_size
         if height < 4 or width < 4:

@@ -8,26 +8,20 @@ mode "elem" with one λ per sample.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, draw_lam, random_permutation
+from mixbench.methods.base import BetaMixer, MixedBatch
 from mixbench.methods.registry import register_method
 
 
 @register_method
-class Mixup(InputMixer):
+class Mixup(BetaMixer):
     name = "mixup"
     version = 1
-
-    def __init__(self, alpha: float = 1.0, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
-        super().__init__(label_smoothing=label_smoothing)
-        check_mix_args(alpha, p, mode)
-        self.alpha, self.p, self.mode = alpha, p, mode
-
-    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
-        lam = draw_lam(self.alpha, self.p, self.mode, batch_size, gen)
-        return {"lam": lam, "index": random_permutation(batch_size, gen)}
+    paper_name = "Mixup"
+    display_order = 10
+    cost_multiplier = 1.0
+    cost_source = "mixing is elementwise; no measurable cost on GPU (openmixup ViT table)"
 
     def mix(self, x: Tensor, y: Tensor, lam: Tensor, index: Tensor) -> MixedBatch:
         index = index.to(x.device)
@@ -38,6 +32,3 @@ class Mixup(InputMixer):
             w = lam.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
             mixed = w * x + (1 - w) * x[index]
         return MixedBatch(x=mixed, y_a=y, y_b=y[index.to(y.device)], lam=lam)
-
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "p": self.p, "mode": self.mode, "label_smoothing": self.label_smoothing}

@@ -79,11 +79,6 @@ class MixupCutMix(InputMixer):
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.mix_prob, self.switch_prob, self.mode, self.correct_lam = mix_prob, switch_prob, mode, correct_lam
 
-    def hparams(self) -> dict:
-        return {"mixup_alpha": self.mixup_alpha, "cutmix_alpha": self.cutmix_alpha, "mix_prob": self.mix_prob,
-                "switch_prob": self.switch_prob, "mode": self.mode, "correct_lam": self.correct_lam,
-                "label_smoothing": self.label_smoothing}
-
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         n = draw_count(batch_size, self.mode)
         apply = draw_apply(self.mix_prob, n, gen)

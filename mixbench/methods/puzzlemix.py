@@ -78,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mixbench.distributed import unwrap
 from mixbench.methods.base import Method, MixedBatch, StepOutput, mixed_cross_entropy, random_permutation, sample_beta
 from mixbench.methods.registry import register_method
 
@@ -280,6 +281,13 @@ def label_prior(a: float, n_labels: int) -> np.ndarray:
 class PuzzleMix(Method):
     name = "puzzlemix"
     version = 1
+    paper_name = "PuzzleMix"
+    display_order = 40
+    cost_multiplier = 2.0
+    cost_source = (
+        "extra forward + input backward for the saliency, CPU graph cuts, transport "
+        "(×1.25-1.5 at 224 px, up to ×5 at 32 px: claims/README.md §7)"
+    )
     lam_note = ("PuzzleMix draws no λ: its label weight λ is the mask's mean; a fixed λ (--lam) sets the graph "
                 "cut's prior, which only steers the mask.")
 
@@ -329,15 +337,6 @@ class PuzzleMix(Method):
         self.clean_lam, self.adv_p, self.adv_eps = clean_lam, adv_p, adv_eps
         self.mean, self.std = mean, std
         self.graphcut_workers = graphcut_workers
-
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha, "block_num": self.block_num, "beta": self.beta, "gamma": self.gamma,
-            "eta": self.eta, "neigh_size": self.neigh_size, "n_labels": self.n_labels, "transport": self.transport,
-            "t_eps": self.t_eps, "t_size": self.t_size, "t_batch_size": self.t_batch_size,
-            "clean_lam": self.clean_lam, "adv_p": self.adv_p, "adv_eps": self.adv_eps, "mean": self.mean,
-            "std": self.std, "graphcut_workers": self.graphcut_workers, "label_smoothing": self.label_smoothing,
-        }
 
     # ---- checks --------------------------------------------------------------------------------------------
 
@@ -520,7 +519,7 @@ class PuzzleMix(Method):
                 (self.clean_lam * clean).backward()
             grad = inputs.grad
         else:
-            module = backbone.module if isinstance(backbone, nn.parallel.DistributedDataParallel) else backbone
+            module = unwrap(backbone)
             modes = [(m, m.training) for m in module.modules()]
             module.eval()
             try:

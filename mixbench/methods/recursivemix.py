@@ -47,8 +47,6 @@ and one linear layer: about a CutMix step.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -218,10 +216,6 @@ class RecursiveMix(Method):
         height, width = x.shape[-2:]
         mask = box_mask(torch.tensor(box), height, width, x.device).expand(x.shape[0], -1, -1, -1)
         return MixedBatch(x=mixed, y_a=y, y_b=y[index], lam=lam, mask=mask)
-
-    def hparams(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "omega": self.omega, "interpolation": self.interpolation,
-                "label_smoothing": self.label_smoothing}
 
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         """The backbone's `forward_features` must be a 4-D map; run on the meta device, so no memory and no time."""

@@ -10,6 +10,7 @@ suite names a class directly as `"pkg.module:Class"`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from mixbench.methods.base import Method
@@ -65,6 +66,46 @@ def list_methods() -> list[str]:
 def get_method_class(name: str) -> type[Method]:
     """The class behind a registered name or a `module:Class` reference."""
     return METHODS.get(name)
+
+
+def registered_class(name: str) -> type[Method] | None:
+    """The class behind `name`, or None where nothing (any longer) answers to it: reports read old records."""
+    try:
+        return get_method_class(name)
+    except (UnknownMethodError, ImportError):
+        return None
+
+
+# Names that no class answers to (a method since removed, a plug-in not installed) sort after every method.
+UNREGISTERED_ORDER = 1_000_000
+
+
+def display_order(name: str) -> int:
+    """Where method `name` goes in tables and plots (`Method.display_order`)."""
+    cls = registered_class(name)
+    return UNREGISTERED_ORDER if cls is None else cls.display_order
+
+
+def paper_name(name: str) -> str:
+    """Method `name` as papers and published claims spell it (`Method.paper_name`)."""
+    cls = registered_class(name)
+    return (cls.paper_name or cls.name or name) if cls is not None else name
+
+
+def method_rank(method: str, label: str) -> tuple[int, str]:
+    """Sort key of a (method, label) row in tables and plots: the method's display order, then its label."""
+    return display_order(method), label
+
+
+def ordered_labels(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The labels of (method name, label) pairs, each once, in display order."""
+    return [label for _, label in sorted(set(pairs), key=lambda pair: method_rank(*pair))]
+
+
+def methods_in_display_order() -> list[str]:
+    """The registered methods that set their own `display_order` (the project's), in table order."""
+    return sorted((n for n in list_methods() if display_order(n) < Method.display_order),
+                  key=lambda n: (display_order(n), n))
 
 
 def method_hparam_names(cls: type[Method]) -> list[str]:

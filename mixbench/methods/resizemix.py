@@ -65,11 +65,6 @@ class ResizeMix(InputMixer):
         self.alpha, self.scope, self.use_alpha = alpha, [float(lo), float(hi)], use_alpha
         self.interpolation, self.p, self.mode = interpolation, p, mode
 
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "scope": list(self.scope), "use_alpha": self.use_alpha,
-                "interpolation": self.interpolation, "p": self.p, "mode": self.mode,
-                "label_smoothing": self.label_smoothing}
-
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         n = draw_count(batch_size, self.mode)
         lo, hi = self.scope

@@ -31,7 +31,7 @@ from mixbench.methods._saliency import (
     require_cv2,
     saliency_peaks,
 )
-from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, draw_lam, random_permutation
+from mixbench.methods.base import BetaMixer, MixedBatch
 from mixbench.methods.cutmix import box_area_lam, box_bounds, paste_boxes
 from mixbench.methods.registry import register_method
 
@@ -39,9 +39,13 @@ BACKENDS = ("torch", "opencv")
 
 
 @register_method
-class SaliencyMix(InputMixer):
+class SaliencyMix(BetaMixer):
     name = "saliencymix"
     version = 1
+    paper_name = "SaliencyMix"
+    display_order = 30
+    cost_multiplier = 1.05
+    cost_source = "one saliency map per batch (REFERENCE.md §4: ~12 ms per 32×224 px batch)"
 
     def __init__(
         self,
@@ -51,18 +55,13 @@ class SaliencyMix(InputMixer):
         backend: str = "torch",
         label_smoothing: float = 0.0,
     ):
-        super().__init__(label_smoothing=label_smoothing)
-        check_mix_args(alpha, p, mode)
+        super().__init__(alpha=alpha, p=p, mode=mode, label_smoothing=label_smoothing)
         if backend not in BACKENDS:
             raise ValueError(
                 f"backend must be 'torch' (batched port, on the batch's device) or 'opencv' (the reference); "
                 f"got {backend!r}"
             )
-        self.alpha, self.p, self.mode, self.backend = alpha, p, mode, backend
-
-    def hparams(self) -> dict:
-        return {"alpha": self.alpha, "p": self.p, "mode": self.mode, "backend": self.backend,
-                "label_smoothing": self.label_smoothing}
+        self.backend = backend
 
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         height, width = image_size
@@ -85,10 +84,6 @@ class SaliencyMix(InputMixer):
         if self.backend == "opencv":
             return opencv_fine_grained_saliency(images)
         return fine_grained_saliency(images)
-
-    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
-        lam = draw_lam(self.alpha, self.p, self.mode, batch_size, gen)
-        return {"lam": lam, "index": random_permutation(batch_size, gen)}
 
     def mix(self, x: Tensor, y: Tensor, lam: Tensor, index: Tensor) -> MixedBatch:
         height, width = x.shape[-2:]

@@ -70,10 +70,6 @@ class SmoothMix(InputMixer):
         check_p_mode(p, mode)
         self.openmixup_lam, self.p, self.mode = openmixup_lam, p, mode
 
-    def hparams(self) -> dict:
-        return {"openmixup_lam": self.openmixup_lam, "p": self.p, "mode": self.mode,
-                "label_smoothing": self.label_smoothing}
-
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         n = draw_count(batch_size, self.mode)
         return {

@@ -242,10 +242,6 @@ class TransMix(Method):
         return MixedBatch(x=mixed.x, y_a=mixed.y_a, y_b=mixed.y_b, lam=self.relabel(mixed, attention, grid),
                           mask=mixed.mask)
 
-    def hparams(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "mixup_alpha": self.mixup_alpha, "switch_prob": self.switch_prob,
-                "ratio": self.ratio, "label_smoothing": self.label_smoothing}
-
     def check_input(self, image_size: tuple[int, int], backbone_name: str) -> None:
         """The backbone must be a timm ViT with a class token; built on the meta device, so no memory and no time."""
         from mixbench.models import create_backbone

@@ -15,12 +15,13 @@ class Vanilla(InputMixer):
 
     name = "vanilla"
     version = 1
+    paper_name = "Vanilla"
+    display_order = 0
+    cost_multiplier = 1.0
+    cost_source = "one forward + backward"
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
         return {}
 
     def mix(self, x: Tensor, y: Tensor) -> MixedBatch:
         return MixedBatch(x=x, y_a=y, y_b=y, lam=torch.ones((), dtype=torch.float64))
-
-    def hparams(self) -> dict:
-        return {"label_smoothing": self.label_smoothing}

@@ -29,7 +29,6 @@ class Job:
     trial_dir: Path
     slot: list[int] | None = None  # GPU ids, None on CPU
     process: subprocess.Popen | None = None
-    started: float = 0.0
     state: str = "queued"  # queued, running, done, failed, interrupted, skipped
     note: str = ""
     log: Path = field(init=False)
@@ -206,7 +205,6 @@ class LocalRunner:
                                        stdout=job.log_handle, stderr=subprocess.STDOUT,
                                        start_new_session=True,  # Ctrl-C reaches the runner, which stops trials
                                        preexec_fn=_stop_with_parent)
-        job.started = time.time()
         job.state = "running"
 
 

@@ -16,7 +16,8 @@ mem_gb, ...), plus `max_num_timeout` (how many time-limit requeues are allowed; 
 Preemption and time limits. Slurm sends USR2 `signal_delay_s` (120) seconds before the time limit, and
 `scancel --signal=USR2` does the same at preemption. submitit's own handler would checkpoint and requeue at once,
 in the middle of whatever the trial was doing; `PreemptionSignal` defers it: the engine stops at the next step
-every process agrees on, writes a checkpoint of that step, and then submitit's handler runs: it calls
+every process agrees on (its next check point, at most `engine.CHECK_EVERY` steps on), writes a checkpoint of
+that step, and then submitit's handler runs: it calls
 `SlurmTrial.checkpoint` (which resubmits the same call) and requeues the job, which resumes from that checkpoint,
 so the final record equals an uninterrupted run. SIGTERM alone (scancel, or preemption without USR2) is
 ignored by submitit's handler and ends in SIGKILL: the trial then resumes from its last checkpoint when the suite
@@ -98,18 +99,18 @@ class PreemptionSignal:
             self.submitit_handler(self.signum, None)
 
 
-def torch_distributed_env(job) -> dict[str, str]:
-    """torchrun's variables for the task `job` (a submitit JobEnvironment) of a trial run as several tasks."""
-    if job.num_tasks == 1:
-        return {}
-    return {
-        "RANK": str(job.global_rank),
-        "WORLD_SIZE": str(job.num_tasks),
-        "LOCAL_RANK": str(job.local_rank),
-        "MASTER_ADDR": job.hostnames[0],
-        # Unique per array task (each has its own SLURM_JOB_ID), the same in all its tasks, and kept by a requeue.
-        "MASTER_PORT": str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000),
-    }
+def export_torch_distributed_env() -> None:
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) for this task of a trial
+    run as several tasks, from submitit's public helper; nothing for a one-task trial (no process group).
+
+    The port is drawn from the job id: the same in all tasks of a trial, kept by a requeue, and different
+    between array tasks. Every GPU stays visible; each process picks its own (`distributed.local_device_index`).
+    """
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if JobEnvironment().num_tasks > 1:
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 class SlurmTrial:
@@ -120,7 +121,6 @@ class SlurmTrial:
     """
 
     def __call__(self, trial_dir: str) -> str:
-        import submitit
 
         from mixbench import distributed as dist
         from mixbench.engine import Preempted, TrialBusy, run_trial
@@ -129,7 +129,7 @@ class SlurmTrial:
         record = try_read_record(path)[0]  # a damaged record: the engine rebuilds it
         if record is not None and record.status == "done":
             return "done earlier"  # a second job for a finished trial: never train it again
-        os.environ.update(torch_distributed_env(submitit.JobEnvironment()))
+        export_torch_distributed_env()
         if os.environ.get("SLURM_CPUS_PER_TASK"):
             os.environ.setdefault("MIXBENCH_THREADS", os.environ["SLURM_CPUS_PER_TASK"])
         config = yaml.safe_load((path / "config.yaml").read_text())
@@ -199,8 +199,6 @@ def executor_parameters(config: TrialConfig, options: SlurmOptions) -> tuple[dic
 
     Defaults, then the suite's `resources.slurm`, then the command line.
     """
-    from submitit import SlurmExecutor
-
     resources = config.resources
     tasks = resources.gpus_per_trial
     params: dict[str, Any] = {
@@ -218,9 +216,7 @@ def executor_parameters(config: TrialConfig, options: SlurmOptions) -> tuple[dic
         params["srun_args"] = ["--kill-on-bad-exit=1"]  # a failed rank must not leave the others waiting
     user = dict(resources.slurm)
     max_requeues = int(user.pop("max_num_timeout", DEFAULT_MAX_REQUEUES))
-    # submitit's generic names (timeout_min, mem_gb, ...) to its Slurm ones, as its AutoExecutor does.
-    converted = SlurmExecutor._equivalence_dict() or {}
-    user = {converted.get(k, k): v for k, v in user.items()}
+    user = {GENERIC_NAMES.get(k, k): v for k, v in user.items()}
     if "mem" in user and not isinstance(user["mem"], str):
         user["mem"] = f"{user['mem']}GB"
     additional = {"requeue": True, **user.pop("additional_parameters", {})}  # requeue: allow scontrol requeue
@@ -241,10 +237,23 @@ def executor_parameters(config: TrialConfig, options: SlurmOptions) -> tuple[dic
     return params, max_requeues
 
 
-def _check_parameters(params: dict[str, Any]) -> None:
+# submitit's generic parameter names (AutoExecutor's, documented there) and the SlurmExecutor names they stand for.
+GENERIC_NAMES = {"name": "job_name", "timeout_min": "time", "mem_gb": "mem", "tasks_per_node": "ntasks_per_node"}
+
+
+def slurm_parameter_names() -> list[str]:
+    """The parameters SlurmExecutor.update_parameters accepts.
+
+    submitit has no public list of them; this reads the one its own validation uses, which is why pyproject
+    pins submitit to the versions that have it (>=1.5,<1.6; tests/test_slurm.py checks it).
+    """
     from submitit.slurm.slurm import _get_default_parameters
 
-    allowed = sorted(_get_default_parameters())
+    return sorted(_get_default_parameters())
+
+
+def _check_parameters(params: dict[str, Any]) -> None:
+    allowed = slurm_parameter_names()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         hints = []
