@@ -25,8 +25,10 @@ with the reason. `--graphcut` also times PuzzleMix's graph cuts serially, in thr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
+import os
 import platform
 import statistics
 import sys
@@ -143,12 +145,27 @@ class StepRunner:
         from torch.profiler import ProfilerActivity, profile
 
         resident = self.resident_bytes()
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             self.step()
         events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                         key=lambda e: e.start_ns())
         live = itertools.accumulate((e.nbytes() for e in events), initial=0)
         return resident + max(live)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Kineto writes `USDT: ... profiler_start` lines straight to file descriptor 2 at every profile; they are
+    noise to a reader of the benchmark. Python's own errors are raised after the descriptor is restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def bench_size(size: BenchSize, names: list[str], repeats: int, warmup: int, device: torch.device,
@@ -307,8 +324,8 @@ def markdown_table(size: BenchSize, results: list[MethodResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixbench.bench", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m mixbench.bench") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="all", help="comma-separated method names (default: every registered)")
     parser.add_argument("--sizes", default="cifar,imagenet", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per method (medians are reported)")

@@ -25,9 +25,60 @@ def _load(args) -> tuple[Suite, list[TrialConfig], Path]:
         if axis not in ("dataset", "backbone", "method", "seed") or not values:
             raise SuiteError(f"--only {only}: expected AXIS=V1,V2 with AXIS one of dataset, backbone, method, seed")
         wanted = set(values.split(","))
+        known = {str(v) for t in trials for v in _axis(t, axis)}
+        if wanted - known:
+            raise SuiteError(f"--only {only}: no trial of {args.suite} has {axis} {', '.join(sorted(wanted - known))}; "
+                             f"fix: choose from {', '.join(sorted(known))}")
         trials = [t for t in trials if wanted & {str(v) for v in _axis(t, axis)}]
     results = Path(getattr(args, "results", None) or suite.results_dir) / suite.name
     return suite, trials, results
+
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    """--gpus 0,1: ids torch can see; None: every visible GPU (or the CPU when there is none)."""
+    if text is None:
+        return None
+    try:
+        ids = [int(g) for g in text.split(",")]
+    except ValueError:
+        raise SuiteError(f"--gpus {text}: expected GPU ids separated by commas, e.g. --gpus 0,1; fix: give ids "
+                         f"(nvidia-smi lists them) or leave --gpus out to use every visible GPU") from None
+    from mixbench.runner.local import visible_gpus
+
+    visible = visible_gpus()
+    if not visible:
+        raise SuiteError(f"--gpus {text}: torch sees no GPU on this machine (torch.cuda.is_available() is False); "
+                         f"fix: leave --gpus out to run on the CPU, or install a CUDA build of torch")
+    missing = [g for g in ids if g not in visible]
+    if missing or len(set(ids)) != len(ids):
+        raise SuiteError(f"--gpus {text}: visible GPUs are {', '.join(map(str, visible))}; fix: name each of them "
+                         f"at most once")
+    return ids
+
+
+def check_writable(results: Path) -> None:
+    """Fail before any trial starts when the results folder cannot be written (read-only mount, permissions)."""
+    import tempfile
+
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise SuiteError(f"{results}: results folder is not writable ({err.strerror or err}); fix: pass "
+                         f"--results DIR with a folder you can write, or change results_dir: in the suite") from None
+
+
+def _failed_trials(jobs) -> list:
+    """The suite's trials that are failed now: failed in this run, or failed earlier and skipped."""
+    from mixbench.results import try_read_record
+
+    failed = []
+    for job in jobs:
+        record = try_read_record(job.trial_dir)[0]
+        if job.state == "failed" or (job.state == "skipped" and record is not None and record.status == "failed"):
+            failed.append(job)
+    return failed
 
 
 def _axis(trial: TrialConfig, axis: str) -> list:
@@ -57,7 +108,7 @@ def cmd_run(args) -> int:
     todo = sum(j.state == "queued" for j in jobs)
     console.print(f"[bold]{suite.name}[/]: {len(jobs)} trials, {todo} to run, results in {results}")
     if args.dry_run:
-        from mixbench.cost import assumptions, estimate, group, rich_table, summary
+        from mixbench.cost import assumptions, cpu_lines, estimate, group, rich_table, summary
 
         console.print(jobs_table(jobs, title=f"{suite.name} (dry run)"))
         estimates = estimate(trials, results.parent, report.counts)
@@ -65,11 +116,20 @@ def cmd_run(args) -> int:
         queued = {j.config.trial_id for j in jobs if j.state == "queued"}
         console.print(summary(estimates, queued), highlight=False, soft_wrap=True)
         console.print(assumptions(), highlight=False, soft_wrap=True)
+        from mixbench.runner.local import visible_gpus
+
+        if not visible_gpus():
+            for line in cpu_lines(estimates, results.parent, queued):
+                console.print(line, highlight=False, soft_wrap=True)
         return 0 if report.ok else 2
+    if args.threads is not None and args.threads < 1:
+        raise SuiteError(f"--threads {args.threads}: a trial needs at least one thread; fix: --threads 1 or more, "
+                         f"or leave it out")
+    check_writable(results)
     if args.executor == "slurm":
         return _submit_to_slurm(args, suite, jobs, results)
-    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
-    runner = LocalRunner(gpus=gpus, jobs=args.jobs)
+    gpus = parse_gpus(args.gpus)
+    runner = LocalRunner(gpus=gpus, jobs=args.jobs, threads=args.threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM stops the suite like Ctrl-C does
     try:
         if args.no_live or not console.is_terminal:
@@ -83,8 +143,20 @@ def cmd_run(args) -> int:
     console.print(jobs_table(jobs, title=suite.name))
     table = write_minimal_report(results, results / "report")
     print(to_markdown(table))
-    console.print(f"report: {results / 'report'} (full report: mixbench report {args.suite})")
-    return 1 if any(j.state == "failed" for j in jobs) else 0
+    import shlex
+
+    # A suite file finds its results only in its own results_dir; after --results, name the folder itself.
+    target = str(results) if args.results else args.suite
+    console.print(f"report: {results / 'report'} (full report: {shlex.join(['mixbench', 'report', target])})",
+                  highlight=False, soft_wrap=True)
+    failed = _failed_trials(jobs)
+    if failed:
+        rerun = shlex.join(["mixbench", "run", args.suite, *(["--results", args.results] if args.results else []),
+                            "--retry-failed"])
+        console.print(f"[red]{len(failed)} of {len(jobs)} trials failed[/] (reasons above); after fixing the cause, "
+                      f"rerun them with: {rerun}", highlight=False, soft_wrap=True)
+        return 1
+    return 0
 
 
 def _print_changes():
@@ -208,6 +280,8 @@ def cmd_show(args) -> int:
 
     if bool(args.method) == bool(args.all):
         raise SuiteError("show: name one METHOD, or --all for every registered method (mixbench ls methods)")
+    if args.n < 1:
+        raise SuiteError(f"--n {args.n}: a gallery shows at least one sample; fix: --n 4 (one sample per class)")
     hparams = {}
     for item in args.hparam or []:
         key, sep, value = item.partition("=")
@@ -291,16 +365,27 @@ def _add_submitted_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="a subset, e.g. method=mixup")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="the edits the suite was run with")
     parser.add_argument("--results", help="results folder (default: the suite's results_dir)")
+    parser.add_argument("--data-root", action="append", metavar="[NAME=]PATH",
+                        help="where a dataset lives, as the suite was run with")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixbench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mixbench",
+        description="Benchmark mixup data augmentation: run a suite of dataset × backbone × method × seed trials "
+                    "on this machine's GPUs (or CPU) or on Slurm, then report accuracy beside the published claims, "
+                    "and cost.",
+        epilog="Start with: mixbench run suites/smoke.yaml (a minute or two on a CPU). Each command has its own "
+               "--help, e.g. mixbench run --help.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite: every dataset × backbone × method × seed trial")
     run.add_argument("suite")
     run.add_argument("--gpus", help="GPU ids to use, e.g. 0,1 (default: all visible; none: CPU)")
     run.add_argument("--jobs", type=int, default=None, help="parallel trials on CPU (default 1)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads per trial (default: the cores divided among the --jobs trials, or "
+                          "MIXBENCH_THREADS); lower it when other work shares the machine")
     run.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, and stop")
     run.add_argument("--tiny", action="store_true",
                      help="the suite on miniature fixture data: 1 epoch, 2 images per class, batch 2, small images "
@@ -399,10 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mixbench.results import DamagedFile
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every option belongs to the benchmark, --help included
+        from mixbench.bench import main as bench_main
+
+        return bench_main(argv[1:], prog="mixbench bench")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SuiteError, FileNotFoundError) as err:
+    except (SuiteError, FileNotFoundError, DamagedFile) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
 

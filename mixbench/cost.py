@@ -161,12 +161,12 @@ def _measure_key(dataset: str, backbone: str, method: str, image_size: int | Non
     return dataset, backbone, method, image_size, bool(amp)
 
 
-def measured_throughput(results_root: Path) -> dict[tuple, Measured]:
-    """Training images/s per GPU of earlier GPU trials under `results_root`, by dataset, backbone, method,
-    image size and precision (median over records). CPU records are ignored: they say nothing about GPUs."""
-    from mixbench.results import read_record, trial_dirs
+def _throughputs(results_root: Path, device: str) -> dict[tuple, list[tuple[float, str, bool]]]:
+    """Training images/s per device of the records under `results_root` that ran on `device`, by dataset,
+    backbone, method, image size and precision: (images/s, where, measured under contention) each."""
+    from mixbench.results import read_record, trial_dirs, under_contention
 
-    found: dict[tuple, list[tuple[float, str]]] = {}
+    found: dict[tuple, list[tuple[float, str, bool]]] = {}
     root = Path(results_root)
     if not root.is_dir():
         return {}
@@ -175,14 +175,51 @@ def measured_throughput(results_root: Path) -> dict[tuple, Measured]:
             record = read_record(trial_dir)
         except (OSError, ValueError):
             continue
-        if record is None or record.device != "cuda" or not record.images_per_sec:
+        if record is None or record.device != device or not record.images_per_sec:
             continue
-        amp = bool((record.config.get("recipe") or {}).get("amp", True))
+        amp = device == "cuda" and bool((record.config.get("recipe") or {}).get("amp", True))  # CPU: no autocast
         key = _measure_key(record.dataset, record.backbone, record.method, _image_size(record.config, record.dataset),
                            amp)
         found.setdefault(key, []).append((record.images_per_sec / max(record.world_size, 1),
-                                          record.gpu_name or "GPU"))
-    return {key: Measured(statistics.median(v for v, _ in rows), len(rows), rows[0][1]) for key, rows in found.items()}
+                                          record.gpu_name or record.hostname or device, under_contention(record)))
+    return found
+
+
+def measured_throughput(results_root: Path) -> dict[tuple, Measured]:
+    """Training images/s per GPU of earlier GPU trials under `results_root`, by dataset, backbone, method,
+    image size and precision (median over records). CPU records are ignored: they say nothing about GPUs."""
+    found = _throughputs(results_root, "cuda")
+    return {key: Measured(statistics.median(v for v, _, _ in rows), len(rows), rows[0][1])
+            for key, rows in found.items()}
+
+
+def cpu_lines(estimates: Sequence[TrialEstimate], results_root: Path, queued: Collection[str]) -> list[str]:
+    """On a machine without a GPU: say that the table's figures are GPU estimates, and estimate the CPU time of
+    the trials to run from earlier CPU records of the same dataset, backbone, method and image size."""
+    found = _throughputs(results_root, "cpu")
+    lines = [f"no GPU on this machine: the GPU-hours above are estimates for one {ASSUMED_GPU} GPU, not for this "
+             f"CPU, where a trial takes far longer"]
+    todo = [e for e in estimates if e.trial.trial_id in queued]
+    known, contended, hours = 0, 0, 0.0
+    for e in todo:
+        t = e.trial
+        rows = found.get(_measure_key(t.dataset.name, t.backbone.name, t.method, e.image_size, False))
+        if not rows:
+            continue
+        quiet = [v for v, _, busy in rows if not busy]
+        known += 1
+        contended += not quiet
+        hours += e.train_images * t.recipe.epochs / statistics.median(quiet or [v for v, _, _ in rows]) / 3600
+    if not todo:
+        return lines
+    if not known:
+        return [*lines, "CPU estimate: no CPU record of these settings yet; run one trial (e.g. --only seed=0) "
+                        "and dry-run again to get one"]
+    busy = f"; {contended} from records measured under contention (slower than a quiet machine)" if contended else ""
+    spent = _hours(hours) if hours < 0.1 else f"{_hours(hours)} h"  # _hours gives small values their own unit
+    return [*lines, f"CPU estimate: {spent} of training for {known} of the {len(todo)} trials to run, "
+                    f"at the images/s earlier CPU records of the same settings measured (evaluation not included"
+                    f"{busy})"]
 
 
 # ---- the estimate ----------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import math
 import os
 import resource
@@ -55,21 +54,24 @@ import torch
 import yaml
 from torch import nn
 
+from mixbench import checkpoint
 from mixbench import distributed as dist
 from mixbench.results import (
+    DamagedFile,
     TrialRecord,
     environment,
+    machine_load,
     now,
     read_metrics,
-    read_record,
     summarize,
+    try_read_record,
     write_config,
     write_metrics,
     write_record,
 )
 from mixbench.suite import TrialConfig
 
-CHECKPOINT = "last.pt"
+CHECKPOINT = checkpoint.LATEST
 
 
 class TrialFailed(RuntimeError):
@@ -179,18 +181,6 @@ def autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: torch.save into a temporary file beside `path`, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Trial:
     """The state of one trial being trained; `run()` drives it to the end."""
 
@@ -252,6 +242,7 @@ class Trial:
         self.train_images = 0
         self.started_at = now()
         self.env = environment()
+        self.load_avg_start = machine_load()
 
     # ---- checkpoint ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -277,7 +268,13 @@ class Trial:
         }
 
     def restore(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Resume from `path` (or the previous epoch's checkpoint when it is torn); nothing there: start afresh."""
+        try:
+            state = checkpoint.load(path, map_location=self.device)
+        except checkpoint.CheckpointError as err:
+            raise TrialFailed(str(err)) from None
+        if state is None:
+            return
         if state.get("trial_id") != self.config.trial_id:
             raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {self.config.trial_id}; "
                               f"remove it to start this trial afresh")
@@ -377,7 +374,7 @@ class Trial:
         """Every process agreed to stop after this step: checkpoint it (mid-epoch), record it, and stop."""
         where = f"epoch {self.epoch + 1}, step {self.step}"
         if self.rank == 0:
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state())
+            checkpoint.save(self.out_dir / CHECKPOINT, self.state())
             self.write_record("interrupted", f"preempted at {where}; resumes from the checkpoint of that step")
             print(f"mixbench: preempted at {where}; checkpoint written", file=sys.stderr, flush=True)
         dist.barrier()  # no process leaves before the checkpoint is on disk
@@ -410,8 +407,9 @@ class Trial:
 
     def run(self, stop_after_epoch: int | None = None) -> TrialRecord:
         ckpt = self.out_dir / CHECKPOINT
-        if ckpt.is_file():
-            self.restore(ckpt)
+        self.restore(ckpt)
+        if self.rank == 0 and self.history:
+            write_metrics(self.out_dir, self.history)  # the checkpoint's rows: repairs a damaged or later file
         self.write_record("running")
         epochs = self.config.recipe.epochs
         while self.epoch < epochs:
@@ -427,7 +425,7 @@ class Trial:
             self.elapsed += row["epoch_seconds"]
             self.history.append(row)
             if self.rank == 0:
-                save_checkpoint(ckpt, self.state())
+                checkpoint.save(ckpt, self.state())
                 write_metrics(self.out_dir, self.history)
                 self.write_record("running")
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
@@ -436,6 +434,8 @@ class Trial:
             if self.epoch < epochs and dist.any_rank([asked_to_stop], self.device)[0]:
                 self.preempt()  # asked during the evaluation
         done = self.epoch >= self.config.recipe.epochs
+        if done and self.rank == 0:
+            checkpoint.discard_previous(ckpt)
         record = self.write_record("done" if done else "interrupted", None if done else "stopped early")
         if done and self.rank == 0:  # metrics beyond top-1 (mixbench.evaluate); the others wait in shutdown
             from mixbench.evaluate import after_training
@@ -467,6 +467,8 @@ class Trial:
             device=self.device.type,
             gpu_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             world_size=self.world, started_at=self.started_at, updated_at=now(),
+            threads=torch.get_num_threads(), cpu_count=os.cpu_count(), load_avg_start=self.load_avg_start,
+            load_avg_end=machine_load(),
             config=config.model_dump(mode="json"), **self.env, **self.distributed_choices(),
         )
         if self.rank == 0:
@@ -505,7 +507,10 @@ def failed_record(config: TrialConfig, out_dir: Path, reason: str, status: str =
     from mixbench.results import pending_record
 
     record = pending_record(config.model_dump(mode="json"))
-    history = read_metrics(out_dir)
+    try:
+        history = read_metrics(out_dir)
+    except DamagedFile:
+        history = []  # the record must still be written; the damaged file stays for the next run to repair
     best = summarize(history, "top1", config.recipe.last_n)
     record = record.model_copy(update={
         "status": status, "reason": reason, "epochs_done": len(history), "top1": best["last"],
@@ -569,7 +574,7 @@ def run_trial(config: TrialConfig | dict, out_dir: str | Path, stop_after_epoch:
 
 
 def _another_process_failed(out_dir: Path) -> bool:
-    record = read_record(out_dir)
+    record = try_read_record(out_dir)[0]
     return (dist.world_size() > 1 and record is not None and record.status == "failed"
             and (record.reason or "").startswith("process "))
 

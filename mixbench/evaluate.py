@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixbench.results import atomic_write_text, now, read_record, write_record
+from mixbench.results import atomic_write_text, now, read_record, try_read_record, write_record
 from mixbench.suite import EvaluationConfig
 
 if TYPE_CHECKING:
@@ -272,7 +272,11 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
 
     counts = {"evaluated": 0, "up to date": 0, "skipped": 0}
     for trial_dir in trial_dirs:
-        record = read_record(trial_dir)
+        record, damage = try_read_record(trial_dir)
+        if damage is not None:
+            counts["skipped"] += 1
+            log(f"{trial_dir.name}: skipped ({damage})")
+            continue
         if record is None or record.status != "done" or not (trial_dir / CHECKPOINT).is_file():
             counts["skipped"] += 1
             log(f"{trial_dir.name}: skipped ({record.status if record else 'no record'}; only finished trials with "
@@ -302,9 +306,15 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
 def load_weights(trial: Trial, path: Path) -> None:
     """The trained weights (backbone and method, e.g. AutoMix's EMA) and how far training went; nothing else of
     the checkpoint (a trial trained by N processes is evaluated by one: `Trial.restore` would refuse)."""
+    from mixbench import checkpoint
     from mixbench.engine import TrialFailed
 
-    state = torch.load(path, map_location=trial.device, weights_only=False)
+    try:  # weights_only: a checkpoint planted in a shared results folder must not run code
+        state = checkpoint.load(path, map_location=trial.device)
+    except checkpoint.CheckpointError as err:
+        raise TrialFailed(str(err)) from None
+    if state is None:
+        raise TrialFailed(f"{path}: no checkpoint to evaluate")
     if state.get("trial_id") != trial.config.trial_id:
         raise TrialFailed(f"{path} belongs to trial {state.get('trial_id')}, not {trial.config.trial_id}")
     trial.backbone.load_state_dict(state["model"])

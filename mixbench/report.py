@@ -50,10 +50,12 @@ from mixbench.claims import (
 from mixbench.results import (
     TrialRecord,
     atomic_write_text,
+    label_variants,
     pending_record,
     read_metrics,
     read_record,
     trial_dirs,
+    under_contention,
 )
 from mixbench.stats import MIN_TOLERANCE_POINTS, mean_interval
 
@@ -76,21 +78,26 @@ class TrialResult:
 
 
 def load_results(results: Path) -> list[TrialResult]:
-    """Every trial below `results`. No record yet: pending. An unreadable record: failed, with the reason."""
+    """Every trial below `results`. No record yet: pending. An unreadable record: failed, with the reason.
+
+    Each record's `method_label` is its variant label (`results.variant_labels`): two configurations of one
+    method are two rows of every table, never pooled as if they were seeds.
+    """
     import yaml
 
-    trials = []
+    loaded = []
     for trial_dir in trial_dirs(results):
         try:
             record = read_record(trial_dir)
         except (ValueError, ValidationError) as err:  # a record written by another version, or damaged
             config = yaml.safe_load((trial_dir / "config.yaml").read_text())
             record = pending_record(config).model_copy(
-                update={"status": "failed", "reason": f"unreadable record.json: {err}".splitlines()[0]})
+                update={"status": "failed", "reason": str(err).splitlines()[0]})
         if record is None:
             record = pending_record(yaml.safe_load((trial_dir / "config.yaml").read_text()))
-        trials.append(TrialResult(record, read_metrics(trial_dir), trial_dir))
-    return trials
+        loaded.append((record, read_metrics(trial_dir), trial_dir))
+    records = label_variants([record for record, _, _ in loaded])
+    return [TrialResult(record, history, path) for record, (_, history, path) in zip(records, loaded, strict=True)]
 
 
 def method_rank(method: str, label: str) -> tuple[int, str]:
@@ -217,6 +224,11 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
 GROUP = ("dataset", "epochs", "backbone", "method")
 ACCURACY_STATS = ("top1_median_last_n", "top1_best", "top1")
 COST_STATS = ("time_per_epoch_s", "images_per_sec", "peak_memory_mb")
+CONTENDED = "†"  # in the cost table: measured under contention
+CONTENDED_NOTE = (f"{CONTENDED}: at least one of the trials behind the figure was measured under contention (the "
+                  f"machine's load average above its cores, recorded at the start and end of training): other work "
+                  f"competed for the cores, so its time is inflated and its ratios to vanilla are not to be trusted; "
+                  f"measure costs on a quiet machine (`mixbench run --threads N`, see the README)")
 
 
 def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
@@ -241,6 +253,7 @@ def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
             row[f"{stat}_ci_low"], row[f"{stat}_ci_high"] = mean_ci(getattr(r, stat) for r in done)
         for stat in COST_STATS:
             row[stat] = mean_and_std(getattr(r, stat) for r in records)[0]
+        row["contended"] = sum(under_contention(r) for r in records if r.time_per_epoch_s is not None)
         row["time_total_s"] = mean_and_std(r.time_total_s for r in done)[0]
         rows.append(row)
     rows.sort(key=lambda row: (row["dataset"], row["epochs"], row["backbone"],
@@ -431,20 +444,25 @@ def cost_table(summary: pd.DataFrame) -> Table:
     )
     if summary.empty:
         return table
-    pooled = (summary.groupby(["dataset", "backbone", "method", "method_name"], sort=False)[list(COST_STATS)]
-              .mean().reset_index())
+    pooled = (summary.assign(contended=summary.get("contended", 0))
+              .groupby(["dataset", "backbone", "method", "method_name"], sort=False)
+              .agg({**{stat: "mean" for stat in COST_STATS}, "contended": "sum"}).reset_index())
     pooled = pooled.sort_values(["dataset", "backbone"], kind="stable")
     for (_, _), block in pooled.groupby(["dataset", "backbone"], sort=False):
         vanilla = block[block["method_name"] == "vanilla"]
         base = vanilla.iloc[0] if not vanilla.empty else None
         ordered = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method))
         for row in ordered:
-            cells = [row.dataset, row.backbone, row.method]
+            # † marks figures (or their vanilla baseline) measured while the machine ran more than its cores' worth.
+            marked = row.contended or (base is not None and base["contended"])
+            cells = [row.dataset, row.backbone, row.method + (f" {CONTENDED}" if marked else "")]
             for stat, digits in (("time_per_epoch_s", 2), ("images_per_sec", 1), ("peak_memory_mb", 0)):
                 value = getattr(row, stat)
                 ratio = value / base[stat] if base is not None and base[stat] else math.nan
                 cells += [fmt(value, digits), DASH if not math.isfinite(ratio) else f"{ratio:.2f}"]
             table.rows.append(cells)
+    if (pooled["contended"] > 0).any():
+        table.caption += " " + CONTENDED_NOTE
     return table
 
 
@@ -712,7 +730,7 @@ def readme(
     if command or rerun:
         lines += ["To regenerate:", "", "```sh", *rerun, *([command] if command else []), "```", ""]
     lines += _environment(records)
-    lines += _pooling_warning(trials)
+    lines += _variants_note(trials)
 
     def section(title: str, key: str, plot: str | None = None, intro: str = "") -> None:
         shown = [t for t in tables[key] if t.rows]
@@ -778,32 +796,15 @@ def _statistics_note(window: Window) -> str:
             f"`metrics.jsonl`, with \"median of the last N\" taken as {claims_window}.")
 
 
-def pooled_differences(trials: Sequence[TrialResult]) -> dict[tuple, list[str]]:
-    """Table cells (dataset, epochs, backbone, method) whose trials differ in more than the seed and where the
-    data lives (two suites, or a --set edit, under one results folder): the config keys that differ."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for t in trials:
-        r = t.record
-        config = _flatten("config", {k: v for k, v in r.config.items() if k not in ("seed", "suite", "resources")})
-        config.pop("config.dataset.root", None)
-        groups.setdefault((r.dataset, r.epochs, r.backbone, r.method_label), []).append(config)
-    differences = {}
-    for key, configs in groups.items():
-        keys = sorted({k for c in configs for k in c if any(c.get(k) != other.get(k) for other in configs)})
-        if keys:
-            differences[key] = [k.removeprefix("config.") for k in keys]
-    return differences
-
-
-def _pooling_warning(trials: Sequence[TrialResult]) -> list[str]:
-    differences = pooled_differences(trials)
-    if not differences:
+def _variants_note(trials: Sequence[TrialResult]) -> list[str]:
+    """Name the rows that one method label was split into (see `load_results`), so no reader takes them for one."""
+    split = sorted({t.record.method_label for t in trials
+                    if t.record.method_label != t.record.config.get("method_label", t.record.method_label)})
+    if not split:
         return []
-    lines = ["**Warning**: these cells pool trials whose settings differ in more than the seed; their means mix "
-             "recipes (report each setting from its own results folder to separate them):", ""]
-    for (dataset, epochs, backbone, method), keys in sorted(differences.items()):
-        lines.append(f"- {dataset}, {epochs} ep, {backbone}, {method}: {', '.join(keys)}")
-    return [*lines, ""]
+    return ["**Several settings of one method**: trials that differ in more than the seed are separate rows, "
+            "labelled by what differs (never pooled as seeds): " + "; ".join(f"`{label}`" for label in split) + ".",
+            ""]
 
 
 def _environment(records: Sequence[TrialRecord]) -> list[str]:

@@ -61,6 +61,11 @@ class TrialRecord(BaseModel):
     device: str = "cpu"
     gpu_name: str | None = None
     world_size: int = 1
+    # How busy the machine was: a trial's cost is only comparable when nothing else competed for its cores.
+    threads: int | None = None  # torch intra-op threads it trained with (MIXBENCH_THREADS / --threads)
+    cpu_count: int | None = None  # the machine's cores
+    load_avg_start: float | None = None  # 1-minute load average when training began (the latest session)
+    load_avg_end: float | None = None  # ... and at the latest epoch's end
     versions: dict[str, str | None] = {}
     git_hash: str | None = None
     hostname: str = ""
@@ -71,11 +76,21 @@ class TrialRecord(BaseModel):
     time_eval_s: float | None = None  # seconds spent in that evaluation, apart from time_total_s
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the group on a shared filesystem
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -86,15 +101,37 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+class DamagedFile(ValueError):
+    """A trial's file that cannot be read (a disk error, a hand edit, a copy cut short): one line naming it and
+    the fix."""
+
+
+# What repairs a damaged record or metrics file: the engine rebuilds both from the checkpoint, never retraining.
+REPAIR = ("fix: run the suite again (with --retry-failed if the trial failed): a finished trial's record and "
+          "metrics are rebuilt from its checkpoint, an unfinished one resumes")
+
+
 def write_record(trial_dir: Path, record: TrialRecord) -> None:
     atomic_write_text(trial_dir / "record.json", record.model_dump_json(indent=2) + "\n")
 
 
 def read_record(trial_dir: Path) -> TrialRecord | None:
+    """The trial's record; None before it has one. Raises DamagedFile when it cannot be read."""
     path = trial_dir / "record.json"
     if not path.is_file():
         return None
-    return TrialRecord.model_validate_json(path.read_text())
+    try:
+        return TrialRecord.model_validate_json(path.read_bytes())
+    except (ValueError, OSError) as err:  # pydantic's ValidationError is a ValueError
+        raise DamagedFile(f"{path}: unreadable record ({_first_line(err)}); {REPAIR}") from None
+
+
+def try_read_record(trial_dir: Path) -> tuple[TrialRecord | None, DamagedFile | None]:
+    """(record, None), or (None, the damage) where reading it failed: for views that must go on."""
+    try:
+        return read_record(trial_dir), None
+    except DamagedFile as err:
+        return None, err
 
 
 def write_metrics(trial_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -102,14 +139,52 @@ def write_metrics(trial_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(trial_dir: Path) -> list[dict[str, Any]]:
+    """One dict per finished epoch. Raises DamagedFile naming the first line that is not a JSON object."""
     path = trial_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise DamagedFile(f"{path}: line {number} is not JSON ({_first_line(err)}); {REPAIR}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise DamagedFile(f"{path}: line {number} is not an epoch's metrics (no integer epoch); {REPAIR}")
+        rows.append(row)
+    return rows
+
+
+def _first_line(err: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError) and err.errors():
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def write_config(trial_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_text(trial_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def machine_load() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def under_contention(record: TrialRecord) -> bool:
+    """Whether the machine ran more than its cores' worth of work while the trial trained: its timings are
+    then inflated by other processes and not comparable with a quiet machine's."""
+    loads = [v for v in (record.load_avg_start, record.load_avg_end) if v is not None]
+    return bool(record.cpu_count and loads and max(loads) > record.cpu_count)
 
 
 def now() -> str:
@@ -190,9 +265,61 @@ def pending_record(config: dict[str, Any]) -> TrialRecord:
     )
 
 
+# Not settings of a trial's result: the seed (what a row averages over), where it ran and where its data lives.
+_NOT_A_SETTING = ("seed", "suite", "resources", "method_label", "dataset.root")
+
+
+def _settings(record: TrialRecord) -> dict[str, Any]:
+    """The record's resolved configuration as flat dotted keys, less what does not change its result."""
+
+    def flatten(prefix: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict) and value:
+            return {k: v for key, item in value.items() for k, v in flatten(f"{prefix}{key}.", item).items()}
+        return {prefix[:-1]: value}
+
+    flat = flatten("", {**record.config, "method_version": record.method_version})
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in _NOT_A_SETTING)}
+
+
+def variant_labels(records: list[TrialRecord]) -> list[str]:
+    """The label each record's table row goes under: its method label, and where trials of one dataset, budget,
+    backbone and label differ in more than the seed (a hyper-parameter edited between runs, two suites in one
+    folder), what differs, e.g. `cutmix (alpha=1.0)` and `cutmix (alpha=0.2)`. Seeds of one configuration pool;
+    two configurations never do."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.dataset, r.epochs, r.backbone, r.method_label), []).append(i)
+    labels = [r.method_label for r in records]
+    for members in groups.values():
+        settings = {i: _settings(records[i]) for i in members}
+        keys = sorted({k for s in settings.values() for k in s})
+        differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings.values()}) > 1]
+        for i in members:
+            shown = ", ".join(f"{_short_key(k)}={_short_value(settings[i].get(k))}" for k in differing)
+            if shown:
+                labels[i] = f"{records[i].method_label} ({shown})"
+    return labels
+
+
+def _short_key(key: str) -> str:
+    return key.removeprefix("hparams.").removeprefix("recipe.")
+
+
+def _short_value(value: Any) -> str:
+    return "unset" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def label_variants(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The records with `method_label` set to their variant label (see variant_labels), for tables that group by
+    the label."""
+    return [r if label == r.method_label else r.model_copy(update={"method_label": label})
+            for r, label in zip(records, variant_labels(records), strict=True)]
+
+
 def records_frame(records: list[TrialRecord]):
     """One flat row per trial (config and nested dicts left out)."""
     import pandas as pd
 
-    rows = [r.model_dump(exclude={"config", "models", "versions", "hparams", "evaluation"}) for r in records]
+    rows = [{**r.model_dump(exclude={"config", "models", "versions", "hparams", "evaluation"}), "variant": label}
+            for r, label in zip(records, variant_labels(records), strict=True)]
     return pd.DataFrame(rows)

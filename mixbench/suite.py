@@ -21,6 +21,17 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AXES = ("dataset", "backbone", "method", "seed")
+MAX_SEED = 2**31 - 1  # what every generator seeds from, numpy's included
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_slug(value: str, what: str) -> str:
+    """Suite names and method labels become folder names: one path component, no '..', no '/'."""
+    if not SLUG.fullmatch(value):
+        fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-.") or "name"
+        raise ValueError(f"{value!r} is not a valid {what}: it names a folder, so only letters, digits, '.', '_' "
+                         f"and '-' are allowed, starting with a letter or digit; fix: e.g. {fixed!r}")
+    return value
 
 
 class SuiteError(ValueError):
@@ -107,6 +118,11 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     label: str | None = None  # how the method appears in tables; defaults to name
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_slug(cls, value: str | None) -> str | None:
+        return None if value is None else check_slug(value, "method label")
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -208,6 +224,35 @@ class Suite(Strict):
     results_dir: str = "results"  # relative to the current directory; trials go to <results_dir>/<name>/
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, value: str) -> str:
+        return check_slug(value, "suite name")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_in_range_and_distinct(cls, seeds: list[int]) -> list[int]:
+        for seed in seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"seed {seed} is outside 0..{MAX_SEED} (2^31 - 1); fix: use a seed in that range")
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {', '.join(map(str, repeated))} listed twice; a seed is one trial per setting; "
+                             f"fix: list each seed once")
+        return seeds
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_distinct(cls, methods: list[MethodConfig]) -> list[MethodConfig]:
+        seen: dict[str, int] = {}
+        for i, method in enumerate(methods):
+            if method.display in seen:
+                raise ValueError(
+                    f"methods[{seen[method.display]}] and methods[{i}] are both {method.display!r}; fix: remove one, "
+                    f"or tell two settings apart with label:, e.g. {{name: {method.name}, label: {method.name}-b}}")
+            seen[method.display] = i
+        return methods
+
 
 class TrialConfig(Strict):
     """One trial, fully resolved: everything `run_trial` needs and nothing else."""
@@ -219,7 +264,7 @@ class TrialConfig(Strict):
     method_label: str
     method_version: int
     hparams: dict[str, Any]
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     recipe: Recipe
     resources: Resources = Resources()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -287,6 +332,8 @@ def _fix(err: dict[str, Any]) -> str:
         return f"unknown key; fix: remove it ({hint}allowed keys here: {', '.join(allowed)})"
     if kind == "missing":
         return "this key is required; fix: add it"
+    if kind == "value_error" and "fix:" in err["msg"]:  # our validators say what is wrong and the fix
+        return err["msg"].removeprefix("Value error, ")
     return f"{err['msg']} (got {err.get('input')!r})"
 
 
@@ -472,9 +519,15 @@ def _with_normalisation(hparams: dict[str, Any], cls: type, info: Any) -> dict[s
 def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:
     """--data-root NAME=PATH (any suite) or a bare PATH (a suite with one dataset)."""
     roots: dict[str, str] = {}
+    names = [d.name for d in suite.datasets]
     for value in values or []:
         if "=" in value:
             name, _, root = value.partition("=")
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise SuiteError(f"--data-root {value}: the suite has no dataset {name!r}; fix: {hint}name one of "
+                                 f"{', '.join(names)}, e.g. --data-root {(close or names)[0]}={root}")
             roots[name] = root
         elif len(suite.datasets) == 1:
             roots[suite.datasets[0].key] = value

@@ -251,7 +251,7 @@ def test_resume_equals_uninterrupted_training_bit_for_bit():
     torch.save({"model": backbone.state_dict(), "method": method.state_dict(),
                 "optimizer": optimizer.state_dict(), "generator": g.get_state()}, buffer)
     buffer.seek(0)
-    state = torch.load(buffer, weights_only=False)
+    state = torch.load(buffer, weights_only=True)
     resumed = _trainer(seed=123)  # a different initialisation: everything must come from the checkpoint
     resumed[0].load_state_dict(state["model"])
     resumed[1].load_state_dict(state["method"])

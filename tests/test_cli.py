@@ -18,7 +18,8 @@ HELPERS = Path(__file__).parent / "helpers"
 
 
 def mixbench(*args: str, cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(HELPERS), **(extra_env or {})}
+    # The checkout under test first: an installed mixbench elsewhere must not answer for it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HELPERS)]), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "mixbench.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -73,6 +74,10 @@ def test_a_failing_trial_is_recorded_and_the_suite_goes_on(tmp_path):
     assert "non-finite loss" in status["nan_method:NaNLoss"].reason
     rerun = mixbench("run", str(suite), "--results", str(tmp_path / "r"), cwd=tmp_path)
     assert "failed earlier" in rerun.stdout and "0 to run" in rerun.stdout
+    # Nothing ran, yet the suite is not done: the exit code says so, and the line says how to retry.
+    assert rerun.returncode == 1, rerun.stdout
+    assert (f"1 of 2 trials failed (reasons above); after fixing the cause, rerun them with: mixbench run {suite} "
+            f"--results {tmp_path / 'r'} --retry-failed") in rerun.stdout
     retry = mixbench("run", str(suite), "--results", str(tmp_path / "r"), "--retry-failed", "--only",
                      "method=nan_method:NaNLoss", cwd=tmp_path)
     assert "1 trials, 1 to run" in retry.stdout
@@ -130,7 +135,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
         methods: [mixup]
         recipe: {epochs: 8, batch_size: 10, num_workers: 0}
     """))
-    env = {**os.environ, "PYTHONPATH": str(HELPERS)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HELPERS)])}
     cmd = [sys.executable, "-m", "mixbench.cli", "run", str(suite), "--results", str(tmp_path / "r")]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120

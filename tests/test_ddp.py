@@ -92,8 +92,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, monkeyp
 
     assert ddp.world_size == 2 and ddp.world_sizes == [2] and ddp.per_process_batch == 4
     assert (ddp.mix_scope, ddp.mix_draws, ddp.batch_norm, ddp.grad_sync) == ("local", "shared", "per_process", "ddp")
-    a = torch.load(tmp_path / "single" / "last.pt", weights_only=False)
-    b = torch.load(ddp_dir / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
+    b = torch.load(ddp_dir / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6 and a["train_images"] == b["train_images"] == 48  # the same images
     for key, value in a["model"].items():
         # Only the order of float additions differs (a mean of two means vs one mean; the all-reduce).
@@ -146,7 +146,7 @@ def test_a_busy_ddp_trial_is_skipped_not_failed(tmp_path):
 def test_a_checkpoint_whose_epochs_have_another_step_count_is_refused(tmp_path, one_thread):
     config = trial("vanilla", epochs=2)
     run_trial(config, tmp_path / "t", stop_after_epoch=1)
-    state = torch.load(tmp_path / "t" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "t" / "last.pt", weights_only=True)
     state.update(world_size=4, steps_per_epoch=6)  # as if 4 processes had padded their shards into a 6th step
     torch.save(state, tmp_path / "t" / "last.pt")
     with pytest.raises(TrialFailed, match=r"last.pt was written by 4 processes with 6 steps per epoch, but with 1 an "

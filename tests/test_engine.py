@@ -29,7 +29,7 @@ def config(method: str = "mixup", epochs: int = 2, **changes) -> TrialConfig:
 
 
 def weights(trial_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(trial_dir / "last.pt", weights_only=False)
+    return torch.load(trial_dir / "last.pt", weights_only=True)
 
 
 def assert_same_training(a: Path, b: Path) -> None:

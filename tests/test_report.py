@@ -21,7 +21,6 @@ from mixbench.report import (
     latex,
     load_results,
     markdown,
-    pooled_differences,
     ranking_tables,
     rerun_commands,
     results_frame,
@@ -391,16 +390,20 @@ def test_minimal_report_after_a_run_still_works(results, tmp_path):
     assert (tmp_path / "quick" / "accuracy.md").is_file()
 
 
-def test_cells_that_pool_different_settings_are_flagged(results, tmp_path):
-    assert pooled_differences(load_results(results)) == {}
+def test_two_settings_of_one_method_are_two_rows_never_pooled(results, tmp_path):
+    trials = load_results(results)
+    assert {t.record.method_label for t in trials} == {"vanilla", "mixup"}  # one setting each: plain labels
     config = write_trial(results, "vanilla", 0, [50.0, 60.0, 70.0, 80.0])
     edited = config.model_copy(update={"recipe": config.recipe.model_copy(update={"batch_size": 20})})
     write_config(results / "demo" / edited.dirname, edited.model_dump(mode="json"))  # pending, other batch size
-    assert pooled_differences(load_results(results)) == {
-        ("synthetic", 4, "resnet_tiny_cifar", "vanilla"): ["recipe.batch_size"]}
-    write_report(results, tmp_path / "report")
-    assert "- synthetic, 4 ep, resnet_tiny_cifar, vanilla: recipe.batch_size" in (
-        tmp_path / "report" / "README.md").read_text()
+    labels = {t.record.method_label for t in load_results(results)}
+    assert {"vanilla (batch_size=20)", "mixup"} <= labels and "vanilla" not in labels
+    made = write_report(results, tmp_path / "report")
+    rows = made.summary[made.summary["method_name"] == "vanilla"]
+    assert sorted(rows["method"]) == ["vanilla (batch_size=10)", "vanilla (batch_size=20)"]
+    assert rows.set_index("method")["seeds_total"].to_dict() == {"vanilla (batch_size=10)": 3,
+                                                                 "vanilla (batch_size=20)": 1}
+    assert "Several settings of one method" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_rerun_commands_name_the_seeds_and_methods_the_records_ran(tmp_path):

@@ -33,7 +33,7 @@ def trial(method: str = "mixup", epochs: int = 2, **changes) -> TrialConfig:
 
 def assert_same_training(a: Path, b: Path) -> None:
     """The same final weights, optimizer state, generator and per-epoch metrics (timings aside)."""
-    sa, sb = (torch.load(d / "last.pt", weights_only=False) for d in (a, b))
+    sa, sb = (torch.load(d / "last.pt", weights_only=True) for d in (a, b))
     assert (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"])
     for key, value in sa["model"].items():
         assert torch.equal(value, sb["model"][key]), key
@@ -87,7 +87,7 @@ def test_a_trial_asked_to_stop_checkpoints_mid_epoch_and_resumes_bit_for_bit(tmp
         run_trial(config, tmp_path / "stopped", stop_requested=lambda: next(polls) == 7)
     record = read_record(tmp_path / "stopped")
     assert record.status == "interrupted" and record.reason.startswith("preempted at epoch 2, step 7; resumes")
-    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
     assert state["step"] == 7 and state["epoch"] == 1 and state["epoch_progress"]["batches"] == 2
     assert run_trial(config, tmp_path / "stopped").status == "done"
     assert_same_training(tmp_path / "straight", tmp_path / "stopped")

@@ -2,8 +2,8 @@
 
 The data
 --------
-`published.csv` (package data, beside this file) is a copy of the project's collection of published
-numbers (`/work/shared/claims/published.csv`, described in its README): 437 rows for vanilla, Mixup, CutMix,
+`published.csv` (package data, beside this file) is the project's collection of published numbers, each
+copied from the public source its row names: 437 rows for vanilla, Mixup, CutMix,
 SaliencyMix, PuzzleMix and AutoMix. Every row names its `source`, pinned to a commit where it is a repository:
 mostly `Westlake-AI/openmixup@37e1372` (docs/en/mixup_benchmarks/*.md), the AutoMix paper's listing on
 paperswithcode.com, `clovaai/CutMix-PyTorch@2d8eb68`, `snu-mllab/PuzzleMix@e2dbf3a`,

@@ -30,14 +30,39 @@ _LAYOUT = {
 }
 
 
+# The only callables a CIFAR batch file names: numpy's array reconstruction (numpy 1 and 2 spell the module
+# differently) and, in files re-pickled by Python 3 at protocol 2, `_codecs.encode` and `bytes` for bytes.
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5 arrays
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("__builtin__", "bytes"), ("builtins", "bytes"),  # how Python 3 writes a bytes object at protocol 2
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits what CIFAR's batch files hold (dicts, lists, strings, bytes, numbers, numpy arrays) and nothing
+    that runs code: a dataset folder on a shared filesystem is no reason to execute what someone put there."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path, dataset: str) -> dict:
     with open(path, "rb") as f:
         try:
             # The files were written by Python 2: latin1 maps its byte strings 1:1 (and numpy arrays load).
-            return pickle.load(f, encoding="latin1")
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"{dataset}: {path} is not a CIFAR pickle ({err}); fix: re-extract the "
-                             f"{dataset} python-version archive") from err
+            data = _CifarUnpickler(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"{dataset}: {path} is not a CIFAR pickle, refused ({err}); fix: re-extract the "
+                             f"{dataset} python-version archive") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{dataset}: {path} is not a CIFAR pickle (it holds a {type(data).__name__}, not a dict); "
+                         f"fix: re-extract the {dataset} python-version archive")
+    return data
 
 
 def read_cifar(info: DatasetInfo, root: Path, split: str, *, image_size: int, limit_per_class: int | None,

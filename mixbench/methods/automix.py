@@ -25,9 +25,9 @@ without either one cheating the other. Each step draws two independent λ ~ Beta
 
 How it matches the reference, openmixup @37e1372 (`classifiers/automix.py::AutoMixup`,
 `heads/pmix_block.py::PixelMixBlock` with mask_mode "none_v_", `core/hooks/momentum_hook.py::
-CosineScheduleHook`; /work/shared/methods/REFERENCE.md §6): the same draws in the same order (λ = [λ_mb,
-λ_bb], then π_bb, then π_mb), the same architecture and N(0, 0.01) initialisation, the same losses with
-weight 1, the lam_margin test (inclusive), the mask-loss annealing of the ImageNet configs
+CosineScheduleHook`, under `openmixup/models/` of github.com/Westlake-AI/openmixup): the same draws in the
+same order (λ = [λ_mb, λ_bb], then π_bb, then π_mb), the same architecture and N(0, 0.01) initialisation,
+the same losses with weight 1, the lam_margin test (inclusive), the mask-loss annealing of the ImageNet configs
 (`CustomCosineAnnealingHook`: w·(cos(π·t/T) + 1)/2 when `mask_loss_anneal`), the momentum formula including
 its small jump where the constant hold ends (the cosine is of t/T over the whole run, not restarted), the EMA
 running in train mode (batch-statistics BN, its running statistics updated by its own passes), the Mix Block

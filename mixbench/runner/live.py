@@ -9,7 +9,8 @@ from rich.text import Text
 
 from mixbench.runner.local import Job, job_record
 
-STYLE = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "skipped": "dim"}
+STYLE = {"done": "green", "failed": "red", "damaged": "red", "running": "cyan", "interrupted": "yellow",
+         "skipped": "dim"}
 
 
 def _eta(job: Job, epochs_done: int, epochs: int, per_epoch: float | None) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixbench.results import TrialRecord, read_record, write_config
+from mixbench.results import DamagedFile, TrialRecord, read_metrics, try_read_record, write_config
 from mixbench.suite import TrialConfig
 
 
@@ -66,12 +66,22 @@ def trial_command(trial_dir: Path, nprocs: int) -> list[str]:
 
 
 def plan(trials: list[TrialConfig], suite_dir: Path, retry_failed: bool) -> list[Job]:
-    """A job per trial; those already done (or failed, unless retried) are marked skipped."""
+    """A job per trial; those already done (or failed, unless retried) are marked skipped.
+
+    A trial whose record or metrics cannot be read runs again: the engine rebuilds both from its checkpoint
+    (a finished trial is not retrained) or resumes it."""
     jobs = []
     for config in trials:
         job = Job(config, suite_dir / config.dirname)
-        record = read_record(job.trial_dir)
-        if record is not None and record.status == "done":
+        record, damage = try_read_record(job.trial_dir)
+        if damage is None and record is not None and record.status == "done":
+            try:
+                read_metrics(job.trial_dir)
+            except DamagedFile as err:
+                damage = err
+        if damage is not None:
+            job.note = f"repairing: {damage}".split("; fix:")[0]
+        elif record is not None and record.status == "done":
             job.state, job.note = "skipped", "done"
         elif record is not None and record.status == "failed" and not retry_failed:
             job.state, job.note = "skipped", f"failed earlier: {record.reason} (--retry-failed to rerun)"
@@ -95,9 +105,11 @@ def _finish(job: Job, returncode: int) -> None:
     if returncode == EXIT_BUSY or (returncode != 0 and trial_is_locked(job.trial_dir)):
         job.state, job.note = "skipped", "running in another process"
         return
-    record = read_record(job.trial_dir)
+    record, _ = try_read_record(job.trial_dir)
     if returncode == 0 and record is not None and record.status == "done":
         job.state = "done"
+        if job.note.startswith("repairing"):
+            job.note = "repaired from its checkpoint"
         return
     if record is not None and record.status == "interrupted" and returncode in (130, -signal.SIGTERM):
         job.state, job.note = "interrupted", "resumes on the next run"
@@ -119,9 +131,10 @@ def _finish(job: Job, returncode: int) -> None:
 class LocalRunner:
     """Runs jobs on GPU slots (one trial per `gpus_per_trial` free GPUs) or on `jobs` CPU workers."""
 
-    def __init__(self, gpus: list[int] | None = None, jobs: int | None = None):
+    def __init__(self, gpus: list[int] | None = None, jobs: int | None = None, threads: int | None = None):
         self.gpus = visible_gpus() if gpus is None else gpus
         self.cpu_jobs = max(1, jobs or 1)
+        self.threads = threads  # per trial on CPU; None: MIXBENCH_THREADS, else the cores shared among the jobs
 
     def _env(self, job: Job) -> dict[str, str]:
         env = dict(os.environ)
@@ -131,8 +144,10 @@ class LocalRunner:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU trial must not grab a GPU it was not given
             cores = os.cpu_count() or 1
             per_job = max(1, cores // self.cpu_jobs // job.config.resources.gpus_per_trial)
+            if self.threads:
+                env["MIXBENCH_THREADS"] = env["OMP_NUM_THREADS"] = str(self.threads)
             env.setdefault("MIXBENCH_THREADS", str(per_job))
-            env.setdefault("OMP_NUM_THREADS", str(per_job))
+            env.setdefault("OMP_NUM_THREADS", env["MIXBENCH_THREADS"])
         return env
 
     def run(self, jobs: list[Job], on_update: Callable[[list[Job]], None] | None = None) -> list[Job]:
@@ -196,4 +211,4 @@ class LocalRunner:
 
 
 def job_record(job: Job) -> TrialRecord | None:
-    return read_record(job.trial_dir)
+    return try_read_record(job.trial_dir)[0]

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from mixbench.results import atomic_write_text, now, read_record, write_config
+from mixbench.results import atomic_write_text, now, try_read_record, write_config
 from mixbench.runner.local import Job
 from mixbench.suite import SuiteError, TrialConfig
 
@@ -126,7 +126,7 @@ class SlurmTrial:
         from mixbench.engine import Preempted, TrialBusy, run_trial
 
         path = Path(trial_dir)
-        record = read_record(path)
+        record = try_read_record(path)[0]  # a damaged record: the engine rebuilds it
         if record is not None and record.status == "done":
             return "done earlier"  # a second job for a finished trial: never train it again
         os.environ.update(torch_distributed_env(submitit.JobEnvironment()))
@@ -382,7 +382,10 @@ def suite_status(trials: list[TrialConfig], suite_dir: Path) -> list[Job]:
         except SlurmError as err:
             unreachable = f"; scheduler not reachable ({err})"
     for row in rows:
-        record = read_record(row.trial_dir)
+        record, damage = try_read_record(row.trial_dir)
+        if damage is not None:
+            row.state, row.note = "damaged", str(damage)
+            continue
         submission = stored[row.trial_dir]
         job_state = live.get(submission.job_id) if submission else None
         job = f"job {submission.job_id}" if submission else ""
