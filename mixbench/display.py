@@ -109,7 +109,7 @@ def display_hparams(name: str, dataset: str, hparams: dict[str, Any] | None) -> 
 
 def display_trial(name: str, dataset: str, data_root: str | Path | None, seed: int, image_size: int,
                   hparams: dict[str, Any] | None = None, backbone: str = DISPLAY_BACKBONE,
-                  budget: DisplayBudget = DEFAULT_BUDGET):
+                  budget: DisplayBudget = DEFAULT_BUDGET, backbone_kwargs: dict[str, Any] | None = None):
     """The TrialConfig of the display network of method `name` on `dataset` (see the module docstring)."""
     from mixbench.data import dataset_info
     from mixbench.methods.registry import get_method_class
@@ -124,7 +124,7 @@ def display_trial(name: str, dataset: str, data_root: str | Path | None, seed: i
         "dataset": {"name": dataset, "root": None if data_root is None else str(data_root),
                     "limit_per_class": per_class,
                     "val_limit_per_class": max(1, math.ceil(budget.val_images / info.num_classes))},
-        "backbone": {"name": backbone},
+        "backbone": {"name": backbone, "kwargs": backbone_kwargs or {}},
         "method": name, "method_label": cls.name or name, "method_version": cls.version,
         "hparams": display_hparams(name, dataset, hparams), "seed": seed,
         "recipe": {"epochs": budget.epochs, "batch_size": budget.batch_size, "image_size": image_size,
@@ -137,12 +137,15 @@ def display_trial(name: str, dataset: str, data_root: str | Path | None, seed: i
 def display_network(name: str, dataset: str, data_root: str | Path | None, seed: int, image_size: int,
                     hparams: dict[str, Any] | None = None, backbone: str = DISPLAY_BACKBONE,
                     budget: DisplayBudget = DEFAULT_BUDGET, cache_dir: Path | None = None,
-                    log: Callable[[str], None] | None = None) -> DisplayNetwork:
+                    log: Callable[[str], None] | None = None,
+                    backbone_kwargs: dict[str, Any] | None = None) -> DisplayNetwork:
     """Method `name` trained for `budget` on `dataset` (from the cache if it was trained before)."""
     from mixbench.engine import CHECKPOINT, run_trial
     from mixbench.results import read_record
 
-    config = display_trial(name, dataset, data_root, seed, image_size, hparams, backbone, budget)
+    config = display_trial(name, dataset, data_root, seed, image_size, hparams, backbone, budget, backbone_kwargs)
+    built = ", ".join(f"{k}={v}" for k, v in config.backbone.kwargs.items())
+    backbone = f"{backbone} ({built})" if built else backbone  # for the log and the caption
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = cache / config.dirname
     record = read_record(final) if final.is_dir() else None

@@ -14,7 +14,8 @@ How a method is asked for its mixed batch (the protocol; nothing is special-case
    and a seeded CPU `torch.Generator`; it returns the batch it would train on, at ratio `lam` if given. If its
    class sets `mixes_with_model` (PuzzleMix, AutoMix) the backbone is a trained one, never a random one: a
    trial's (`trial_dir`, `--from`) or a small display network trained for the picture (`mixbench.display`) on
-   `DISPLAY_BACKBONE`, or the network the method's class names in `display_backbone` (TransMix: a ViT);
+   `DISPLAY_BACKBONE`, or the network the method's class names in `display_backbone`, built with its
+   `display_backbone_kwargs` (TransMix: a ViT with 4-px patches, as its suites use);
 3. any other method cannot be shown: `GalleryUnsupported` says so in one line.
 
 Images come from the dataset's validation split (`synthetic` needs no files), one per class, chosen by the
@@ -107,13 +108,23 @@ def sample_batch(dataset: str, root: str | Path | None, n: int, seed: int,
     return images, torch.as_tensor([int(labels[i]) for i in picked]), list(split.classes)
 
 
-def display_size(method: Method, native: int, backbone: str, asked: int | None = None, in_chans: int = 3) -> int:
+def display_backbone(method: Method, asked: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The display network's name and timm kwargs: `asked` (--backbone) as it is, else the one the method's class
+    names (a method that runs on one kind of network only; TransMix: a ViT), else `DISPLAY_BACKBONE`."""
+    if asked is not None:
+        return asked, {}
+    cls = type(method)
+    return getattr(cls, "display_backbone", DISPLAY_BACKBONE), dict(getattr(cls, "display_backbone_kwargs", {}))
+
+
+def display_size(method: Method, native: int, backbone: str, asked: int | None = None, in_chans: int = 3,
+                 backbone_kwargs: dict[str, Any] | None = None) -> int:
     """The image size to show the method at: `asked` if given (it must suit the method and the backbone), else the
     smallest size from the dataset's `native` one up to 4× that both accept, as a suite's recipe.image_size would
     be (Fashion-MNIST's 28 px: 32 for PuzzleMix's grids and for a ViT's 16-px patches)."""
     if asked is not None:
         method.check_input((asked, asked), backbone)
-        why = _backbone_refuses(backbone, asked, in_chans)
+        why = _backbone_refuses(backbone, asked, in_chans, backbone_kwargs)
         if why:
             raise ValueError(f"--image-size {asked}: {backbone} cannot take {asked}-px images ({why}); fix: another "
                              f"--image-size")
@@ -123,7 +134,7 @@ def display_size(method: Method, native: int, backbone: str, asked: int | None =
             method.check_input((size, size), backbone)
         except ValueError:
             continue
-        if not _backbone_refuses(backbone, size, in_chans):
+        if not _backbone_refuses(backbone, size, in_chans, backbone_kwargs):
             return size
     try:
         method.check_input((native, native), backbone)
@@ -132,14 +143,15 @@ def display_size(method: Method, native: int, backbone: str, asked: int | None =
     raise ValueError(f"{backbone} takes no image size from {native} to {4 * native} px; fix: pass --image-size")
 
 
-def _backbone_refuses(backbone: str, size: int, in_chans: int) -> str | None:
+def _backbone_refuses(backbone: str, size: int, in_chans: int, kwargs: dict[str, Any] | None = None) -> str | None:
     """Why `backbone` cannot run on size × size images (a ViT's patches must divide them), or None; built and run
     on the meta device, so it costs no memory and no time."""
     from mixbench.models import create_backbone
 
     with torch.device("meta"):
         try:
-            model = create_backbone(backbone, num_classes=10, image_size=size, in_chans=in_chans).eval()
+            model = create_backbone(backbone, num_classes=10, image_size=size, in_chans=in_chans,
+                                    **(kwargs or {})).eval()
             model(torch.empty(2, in_chans, size, size))  # eval: batch norm on a 1×1 map is fine there
         except (AssertionError, RuntimeError, ValueError) as err:
             return str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -193,7 +205,7 @@ def show_method(
     for lam in lams or []:
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"--lam {lam:g}: a mixing ratio is the weight of A, in [0, 1]; e.g. --lam 0.3,0.5,0.7")
-    network = None
+    network, backbone_kwargs = None, {}
     if trial_dir is not None:
         network = from_trial(trial_dir, name, hparams, data_root=data_root)
         if dataset is not None and dataset != network.dataset:
@@ -206,13 +218,13 @@ def show_method(
         dataset = dataset or "synthetic"
         info = dataset_info(dataset)
         method = create_method(name, **method_hparams(name, dataset, hparams))
-        # A method that runs on one kind of network only (TransMix: a ViT) names its own display network.
-        backbone = backbone or getattr(method, "display_backbone", DISPLAY_BACKBONE)
+        backbone, backbone_kwargs = display_backbone(method, backbone)
         if not can_show(method):
             raise unsupported(method)  # before any data is read or any network trained
-        size = display_size(method, info.image_size, backbone, image_size, info.in_chans)
+        size = display_size(method, info.image_size, backbone, image_size, info.in_chans, backbone_kwargs)
         if method.mixes_with_model:
-            network = display_network(name, dataset, data_root, seed, size, hparams, backbone, budget, cache_dir, log)
+            network = display_network(name, dataset, data_root, seed, size, hparams, backbone, budget, cache_dir, log,
+                                      backbone_kwargs)
             method = network.method
     if not can_show(method):
         raise unsupported(method)
@@ -226,7 +238,8 @@ def show_method(
         from mixbench.models import create_backbone
 
         torch.manual_seed(seed)
-        net = create_backbone(backbone, num_classes=info.num_classes, image_size=size, in_chans=info.in_chans)
+        net = create_backbone(backbone, num_classes=info.num_classes, image_size=size, in_chans=info.in_chans,
+                              **backbone_kwargs)
         method.setup(net, info.num_classes)
         net.train()
     gen = torch.Generator().manual_seed(seed)

@@ -79,6 +79,46 @@ def test_lambda_replays_both_references_for_a_fixed_box_and_attention():
     torch.testing.assert_close(ours, official_own, rtol=0, atol=1e-12)
 
 
+def test_the_gallery_gives_each_sample_its_attention_label_on_a_grid_that_resolves_the_box():
+    """Regression: the display ViT had 16-px patches (a 2×2 grid at 32 px), where most boxes hold no patch's
+    top-left pixel; no patch was then B's and every sample showed λ = (λ_area + 1) / 2 (0.82 for a mask mean of
+    0.64). Any box of 20-80 % of the image must own some but not all patches, and λ is each sample's own."""
+    from mixbench.gallery import display_backbone, display_size, mix_batch
+
+    method = create_method("transmix", switch_prob=1.0)
+    name, kwargs = display_backbone(method)
+    size = display_size(method, 28, name, in_chans=1, backbone_kwargs=kwargs)  # Fashion-MNIST's 28 px
+    torch.manual_seed(0)
+    net = create_backbone(name, num_classes=10, image_size=size, in_chans=1, **kwargs).eval()
+    method.setup(net, 10)
+    attn = net.blocks[-1].attn
+    with torch.no_grad():
+        attn.qkv.weight.mul_(8)  # a random ViT attends almost uniformly; sharper logits attend image by image
+    attn.fused_attn = False  # timm's own path forms the map: the reference's attention, taken independently
+    seen = {}
+    attn.attn_drop.register_forward_hook(lambda m, args, out: seen.__setitem__("map", args[0]))
+    grid = tuple(net.patch_embed.dynamic_feat_size((size, size)))
+    x, y = torch.randn(6, 1, size, size, generator=torch.Generator().manual_seed(2)), torch.arange(6)
+    checked = 0
+    for seed in range(12):
+        with torch.no_grad():
+            mixed = mix_batch(method, x, y, torch.Generator().manual_seed(seed), net)
+        area = float(mixed.mask.mean())
+        if not 0.2 <= area <= 0.8:
+            continue
+        checked += 1
+        partner = nn.Upsample(size=grid)(1 - mixed.mask[:1].float()).sum()
+        assert 0 < partner < grid[0] * grid[1], f"seed {seed}: a box of {area:.2f} of the image owns {partner} patches"
+        expected = reference_openmixup_lam(1 - mixed.mask.float(), seen["map"].double(), grid, area)
+        torch.testing.assert_close(mixed.lam, expected, rtol=0, atol=1e-5)
+        assert float(mixed.lam.max() - mixed.lam.min()) > 1e-3  # the attention differs from image to image
+    assert checked >= 4
+    for asked in (0.3, 0.7):  # --lam fixes the box's area λ; a box clipped at the border leaves more to A
+        with torch.no_grad():
+            fixed = mix_batch(method, x, y, torch.Generator().manual_seed(0), net, lam=asked)
+        assert float(fixed.mask.mean()) >= asked - 1e-6 and bool((fixed.lam >= 0).all() & (fixed.lam <= 1).all())
+
+
 def test_a_transmix_batch_is_cutmix_with_attention_labels_that_sum_to_one():
     net, (x, y) = vit(), batch()
     before = x.clone()
@@ -152,7 +192,8 @@ def test_card_and_gallery_on_a_vit(tmp_path):
     tiny = DisplayBudget(steps=2, batch_size=8, epochs=1, val_images=10)
     # On its display_backbone, test_vit, trained for the picture (its labels come from the attention).
     figure = show_method("transmix", n=2, hparams={"switch_prob": 1.0}, budget=tiny, cache_dir=tmp_path)
-    assert len(figure.axes) == 2 * 4 and "test_vit trained by transmix" in figure.get_supxlabel().replace("\n", " ")
+    caption = figure.get_supxlabel().replace("\n", " ")
+    assert len(figure.axes) == 2 * 4 and "test_vit (patch_size=4) trained by transmix" in caption
     with pytest.raises(ValueError, match=r"transmix re-weights labels by a ViT's class-token attention"):
         show_method("transmix", n=2, backbone="resnet18_cifar")
 

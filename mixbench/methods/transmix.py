@@ -50,7 +50,7 @@ no_grad) on top of a CutMix step; openmixup's CIFAR-100 DeiT-S table gives 8.4 G
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +150,14 @@ class TransMix(Method):
         "8.4 GB / 28 h vs vanilla 8.1 GB / 27 h"
     )
     eval_passes = 1
-    display_backbone = "test_vit"  # `mixbench show` needs a ViT; timm's tiny test ViT at 32 px has 2×2 patches
+    # `mixbench show` needs a ViT: timm's tiny test ViT with the 4-px patches of suites/fashion_mnist_vit.yaml. Its
+    # default 16-px patches make a 2×2 grid at 32 px, on which most boxes hold no patch's top-left pixel: then no
+    # patch is B's, every sample's attention λ is 1 and the gallery shows one λ = (λ_area + 1) / 2 for all.
+    display_backbone = "test_vit"
+    display_backbone_kwargs: ClassVar[dict[str, Any]] = {"patch_size": 4}
+    lam_note = ("TransMix's λ is the mean of the box's area λ (the mask's mean) and the last block's class-token "
+                "attention on A's patches (a patch is B's when its top-left pixel is in the box), so it differs "
+                "from the mask's mean and from sample to sample.")
 
     def __init__(self, alpha: float = 1.0, mixup_alpha: float = 0.8, switch_prob: float = 0.8, ratio: float = 0.5,
                  label_smoothing: float = 0.0):
@@ -232,9 +239,14 @@ class TransMix(Method):
         loss = mixed_cross_entropy(logits, mixed.y_a, mixed.y_b, lam, self.label_smoothing)
         return StepOutput(loss=loss, logs=logs)
 
-    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> MixedBatch:
-        """The batch and the labels the backbone would train on; λ of a TransMix batch is the attention-weighted one."""
-        mixed = self.mix(x, y, **self.sample(x.shape[0], gen))
+    def mix_for_display(self, backbone: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator,
+                        lam: float | None = None) -> MixedBatch:
+        """The batch and the labels the backbone would train on; λ of a TransMix batch is the attention-weighted one.
+        A fixed `lam` replaces the drawn area λ (the box's size, or Mixup's weight), as for CutMix."""
+        drawn = self.sample(x.shape[0], gen)
+        if lam is not None:
+            drawn["lam"] = torch.full_like(drawn["lam"], float(lam))
+        mixed = self.mix(x, y, **drawn)
         if mixed.mask is None:
             return mixed
         with torch.no_grad():
