@@ -13,6 +13,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -304,13 +305,14 @@ def label_variants(records: list[TrialRecord]) -> list[TrialRecord]:
             for r, label in zip(records, variant_labels(records), strict=True)]
 
 
-def records_frame(records: list[TrialRecord]):
+def records_frame(records: Iterable[TrialRecord]):
     """One flat row per record, from its own `model_dump()`: every declared and extra field, the versions by
     package name, each evaluated model other than the headline as `<key>_<model>`, the hyper-parameters as
     `hparams.<name>` (lists and dicts as text), and `variant`, the label its table row goes under (see
     variant_labels); the resolved config is left out (it is in config.yaml)."""
     import pandas as pd
 
+    records = list(records)
     rows = []
     for record, label in zip(records, variant_labels(records), strict=True):
         row = record.model_dump(exclude={"config"})

@@ -143,18 +143,19 @@ RESULTS_CSV = """\
 model,method,method_name,dataset,img_size,epochs,epochs_done,seed,status,top1,top5,top1_best,top1_best_epoch,\
 top1_median_last_n,top5_best,top5_median_last_n,last_n,images_per_sec,time_per_epoch_s,time_total_s,peak_memory_mb,\
 param_count,device,gpu_name,world_size,suite,trial_id,method_version,mixbench,torch,timm,cuda,git_hash,started_at,\
-updated_at,reason,headline,hostname,time_eval_s,hparams.alpha
+updated_at,reason,headline,threads,cpu_count,load_avg_start,load_avg_end,hostname,time_eval_s,variant,\
+hparams.alpha
 resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,0,done,80.0,90.0,80.0,4,75.0,90.0,85.0,2,500.0,2.0,8.0,1000.0,1234,cpu,,1,\
-demo,{vanilla0},1,,,,,,{start},{end},,model,,,
+demo,{vanilla0},1,,,,,,{start},{end},,model,,,,,,,vanilla,
 resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,4,1,done,78.0,88.0,78.0,4,75.0,88.0,85.0,2,500.0,2.0,8.0,1000.0,1234,cpu,,1,\
-demo,{vanilla1},1,,,,,,{start},{end},,model,,,
-resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,0,2,pending,,,,,,,,2,,,0.0,,,cpu,,1,demo,{vanilla2},1,,,,,,,,,model,,,
+demo,{vanilla1},1,,,,,,{start},{end},,model,,,,,,,vanilla,
+resnet_tiny_cifar,vanilla,vanilla,synthetic,32,4,0,2,pending,,,,,,,,2,,,0.0,,,cpu,,1,demo,{vanilla2},1,,,,,,,,,model,,,,,,,vanilla,
 resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,0,done,81.0,91.0,85.0,3,83.0,95.0,93.0,2,400.0,2.5,10.0,1100.0,1234,cpu,,1,\
-demo,{mixup0},1,,,,,,{start},{end},,model,,,1.0
+demo,{mixup0},1,,,,,,{start},{end},,model,,,,,,,mixup,1.0
 resnet_tiny_cifar,mixup,mixup,synthetic,32,4,4,1,done,85.0,95.0,85.0,4,84.0,95.0,94.0,2,400.0,2.5,10.0,1100.0,1234,cpu,,1,\
-demo,{mixup1},1,,,,,,{start},{end},,model,,,1.0
+demo,{mixup1},1,,,,,,{start},{end},,model,,,,,,,mixup,1.0
 resnet_tiny_cifar,mixup,mixup,synthetic,32,4,1,2,failed,30.0,40.0,30.0,1,30.0,40.0,40.0,2,,,0.0,,1234,cpu,,1,demo,{mixup2},1,\
-,,,,,{start},{end},RuntimeError: boom,model,,,1.0
+,,,,,{start},{end},RuntimeError: boom,model,,,,,,,mixup,1.0
 """
 
 
