@@ -5,8 +5,8 @@
 
 Six parts, each printed as a row of one table (and written to `--out`/gpu_check.{json,md}):
 
-1. smoke: `mixbench run suites/smoke.yaml` on the device (bf16 autocast on CUDA); every method must finish
-   above chance.
+1. smoke: `mixbench run suites/smoke.yaml` (and smoke_more, smoke_vit: every method) on the device (bf16
+   autocast on CUDA); every method must finish above chance.
 2. throughput: a vanilla trial's training images/s (the engine, last epoch) ÷ a plain hand-written timm-style
    loop on the same model, batch, data and on-device augmentation (ResNet-18 at 224 px and resnet18_cifar at
    32 px). Target ≥ 0.95×.
@@ -104,29 +104,37 @@ def run_engine(config: dict, trial_dir: Path, stop_after_epoch: int | None = Non
 # ---- 1. smoke suite --------------------------------------------------------------------------------------
 
 
+SMOKE_SUITES = ("smoke", "smoke_more", "smoke_vit")  # together: every registered method
+
+
 def check_smoke(s: Settings) -> Part:
     from mixbench.results import read_record
 
     results = s.work / "smoke"
-    cmd = [sys.executable, "-m", "mixbench.cli", "run", str(REPO / "suites/smoke.yaml"), "--results", str(results),
-           "--no-live", "--set", "recipe.amp=true"]
-    if s.quick:  # fixture-sized data: the trials must finish, but need not learn
-        cmd += ["--only", "method=vanilla,mixup", "--tiny"]
     env = dict(os.environ)  # on CPU, main() has set CUDA_VISIBLE_DEVICES="": the runner then uses the CPU
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    failures = []
+    for suite in SMOKE_SUITES[:1] if s.quick else SMOKE_SUITES:
+        cmd = [sys.executable, "-m", "mixbench.cli", "run", str(REPO / f"suites/{suite}.yaml"), "--results",
+               str(results), "--no-live", "--set", "recipe.amp=true"]
+        if s.quick:  # fixture-sized data: the trials must finish, but need not learn
+            cmd += ["--only", "method=vanilla,mixup", "--tiny"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode:
+            failures.append(f"{suite}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
     seconds = time.perf_counter() - start
     records = [read_record(p.parent) for p in sorted(results.rglob("record.json"))]
     if not records:
-        return Part("1 smoke", "fail", f"no records; exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        return Part("1 smoke", "fail", f"no records; {'; '.join(failures)}")
     chance = 100.0 / 10
-    rows = {r.method_label: (r.status, r.top1_median_last_n) for r in records}
+    rows = {f"{r.suite}/{r.method_label}": (r.status, r.top1_median_last_n) for r in records}
     floor = -math.inf if s.quick else chance + CHANCE_MARGIN
     bad = {k: v for k, v in rows.items() if v[0] != "done" or v[1] is None or v[1] <= floor}
     detail = ", ".join(f"{k} {v[1]:.1f}" if v[1] is not None else f"{k} {v[0]}" for k, v in rows.items())
     amp = "bf16 autocast" if s.device.type == "cuda" else "fp32 (autocast is CUDA-only)"
-    return Part("1 smoke", "fail" if bad or proc.returncode else "pass",
-                f"{len(rows)} methods, {amp}, {seconds:.0f} s: {detail} (chance {chance:.0f})",
+    return Part("1 smoke", "fail" if bad or failures else "pass",
+                f"{len(rows)} trials, {amp}, {seconds:.0f} s: {detail} (chance {chance:.0f})"
+                + "".join(f"; {f}" for f in failures),
                 {"top1": {k: v[1] for k, v in rows.items()}, "seconds": seconds})
 
 

@@ -232,7 +232,6 @@ def after_training(trial: Trial) -> None:
 def evaluation_problems(suite, trials, path: str) -> list[str]:
     """What `mixbench check` reports about the suite's evaluation block before anything runs."""
     from mixbench.check import trial_image_size
-    from mixbench.data import dataset_info
     from mixbench.evaluation.corruptions import MAX_SIZE, frost_dir
 
     options, problems = suite.evaluation, []
@@ -241,13 +240,13 @@ def evaluation_problems(suite, trials, path: str) -> list[str]:
             frost_dir()
         except FileNotFoundError as err:
             problems.append(f"{path}: evaluation.corruptions: {err}")
-    for trial in trials:
-        info = dataset_info(trial.dataset.name)
+    for trial in trials if options.corruption_names else []:
+        info = trial.dataset.info()  # the trial's own (an imagefolder's size comes from its tree)
         size = info.image_size if info.in_memory else trial_image_size(trial)  # what the corruptions would see
-        line = (f"{path}: evaluation.corruptions: {trial.dataset.name} images are {size} px, larger than the "
+        line = (f"{path}: evaluation.corruptions: {trial.dataset.key} images are {size} px, larger than the "
                 f"{MAX_SIZE} px the CIFAR-C definitions are made for (ImageNet-C's are not implemented); fix: "
                 f"evaluation.corruptions: none")
-        if options.corruption_names and size > MAX_SIZE and line not in problems:
+        if size > MAX_SIZE and line not in problems:
             problems.append(line)
     return problems
 

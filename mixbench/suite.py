@@ -551,7 +551,7 @@ def _with_normalisation(hparams: dict[str, Any], cls: type, info: Any) -> dict[s
 def parse_data_roots(values: list[str] | None, suite: Suite) -> dict[str, str]:
     """--data-root NAME=PATH (any suite) or a bare PATH (a suite with one dataset)."""
     roots: dict[str, str] = {}
-    names = [d.name for d in suite.datasets]
+    names = [d.key for d in suite.datasets]  # the label where a dataset has one
     for value in values or []:
         if "=" in value:
             name, _, root = value.partition("=")

@@ -25,7 +25,7 @@ def test_the_cpu_form_runs_every_part_and_writes_its_figures(tmp_path):
     parts = {p["name"]: p for p in report["parts"]}
     assert list(parts) == ["1 smoke", "2 throughput", "3 methods", "4 ddp", "5 resume", "6 cost model"]
     assert {p["status"] for p in parts.values()} <= {"pass", "below target"}
-    assert set(parts["1 smoke"]["figures"]["top1"]) == {"vanilla", "mixup"}
+    assert set(parts["1 smoke"]["figures"]["top1"]) == {"smoke-tiny/vanilla", "smoke-tiny/mixup"}
     assert parts["2 throughput"]["figures"]["test_resnet@32"]["ratio"] > 0
     assert {"quick/mixup", "quick/cutmix"} <= set(parts["3 methods"]["figures"])
     assert parts["4 ddp"]["figures"]["ddp"]["loss_rel_gap"] == 0.0  # gloo, 1 process, CPU: bit-identical

@@ -21,7 +21,7 @@ from mixbench.data import dataset_info, load_split
 from mixbench.data.fixtures import class_colour, write_jpeg
 from mixbench.data.folder import scan, write_user_tree
 from mixbench.data.registry import DATASETS, OptionError, _resolved
-from mixbench.results import load_records
+from mixbench.report import load_results
 from mixbench.suite import SuiteError, expand, load_suite
 
 
@@ -248,7 +248,7 @@ def test_a_users_tree_runs_end_to_end_is_counted_by_check_and_reported(tmp_path,
     assert "ok: imagefolder val: 3 images in 3 classes" in out
     code, out = cli(capsys, "run", str(path), "--no-live", "--results", str(tmp_path / "r"))
     assert code == 0, out
-    records = load_records(tmp_path / "r" / "own")
+    records = [t.record for t in load_results(tmp_path / "r" / "own")]
     assert {(r.dataset, r.method, r.status) for r in records} == {("flowers", "vanilla", "done"),
                                                                    ("flowers", "mixup", "done")}
     assert all(r.config["dataset"]["classes"] == ["daisy", "rose", "tulip"] for r in records)
@@ -308,7 +308,7 @@ def test_a_plugin_dataset_from_an_entry_point_runs_in_a_suite(tmp_path, capsys, 
     path = write_suite(tmp_path, suite_text("[labsquares]", methods="[vanilla, cutmix]"))
     code, out = cli(capsys, "run", str(path), "--no-live", "--results", str(tmp_path / "r"))
     assert code == 0, out
-    records = load_records(tmp_path / "r" / "own")
+    records = [t.record for t in load_results(tmp_path / "r" / "own")]
     assert {(r.dataset, r.method, r.status) for r in records} == {("labsquares", "vanilla", "done"),
                                                                    ("labsquares", "cutmix", "done")}
     # The same spec named directly as module:attr in a suite, without the entry point.
