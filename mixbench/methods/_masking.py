@@ -14,13 +14,6 @@ from torch import Tensor
 from mixbench.methods.base import MixedBatch
 
 
-def check_p_mode(p: float, mode: str) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p (probability of mixing) must be in [0, 1]; got {p}")
-    if mode not in ("batch", "elem"):
-        raise ValueError(f"mode must be 'batch' (one mask per batch) or 'elem' (one per sample); got {mode!r}")
-
-
 def value_range(value: float | int | list | tuple, name: str, low: float = 0.0) -> tuple[float, float]:
     """A hyper-parameter given as a value or a [min, max] range, as (min, max); openmixup's `to_2tuple`."""
     pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)

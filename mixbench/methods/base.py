@@ -239,10 +239,15 @@ def draw_lam(alpha: float, p: float, mode: str, batch_size: int, gen: torch.Gene
     return lam[0] if mode == "batch" else lam
 
 
-def check_mix_args(alpha: float, p: float, mode: str) -> None:
+def check_mix_args(alpha: float, p: float, mode: str, unit: str = "λ") -> None:
+    """α of a Beta draw, the mixing probability and the batch/elem mode; `unit` is what one draw per batch gives."""
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0; got {alpha}")
+    check_p_mode(p, mode, unit)
+
+
+def check_p_mode(p: float, mode: str, unit: str = "λ") -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p (probability of mixing) must be in [0, 1]; got {p}")
     if mode not in ("batch", "elem"):
-        raise ValueError(f"mode must be 'batch' (one λ per batch) or 'elem' (one per sample); got {mode!r}")
+        raise ValueError(f"mode must be 'batch' (one {unit} per batch) or 'elem' (one per sample); got {mode!r}")

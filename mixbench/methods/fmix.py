@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixbench.methods._masking import check_p_mode, draw_apply, draw_count, mix_with_masks
-from mixbench.methods.base import InputMixer, MixedBatch, random_permutation
+from mixbench.methods._masking import draw_apply, draw_count, mix_with_masks
+from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, random_permutation
 from mixbench.methods.registry import register_method
 
 SPECTRA = ("reference", "paper")
@@ -125,9 +125,7 @@ class FMix(InputMixer):
         label_smoothing: float = 0.0,
     ):
         super().__init__(label_smoothing=label_smoothing)
-        check_p_mode(p, mode)
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0; got {alpha}")
+        check_mix_args(alpha, p, mode, unit="mask")
         if decay_power <= 0:
             raise ValueError(f"decay_power must be > 0 (the spectrum decays as 1/f^decay_power); got {decay_power}")
         if not 0.0 <= max_soft <= 0.5:

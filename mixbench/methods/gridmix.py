@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mixbench.methods._masking import check_p_mode, draw_apply, draw_count, mix_with_masks, uniform, value_range
-from mixbench.methods.base import InputMixer, MixedBatch, random_permutation, sample_beta
+from mixbench.methods._masking import draw_apply, draw_count, mix_with_masks, uniform, value_range
+from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, random_permutation, sample_beta
 from mixbench.methods.registry import register_method
 
 
@@ -105,9 +105,7 @@ class GridMix(InputMixer):
         label_smoothing: float = 0.0,
     ):
         super().__init__(label_smoothing=label_smoothing)
-        check_p_mode(p, mode)
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0; got {alpha}")
+        check_mix_args(alpha, p, mode, unit="mask")
         holes = value_range(n_holes, "n_holes (holes across the crop)", low=1)
         if not all(float(v).is_integer() for v in holes):
             raise ValueError(f"n_holes (holes across the crop) must be whole numbers; got {n_holes!r}")

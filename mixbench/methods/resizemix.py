@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixbench.methods._masking import check_p_mode, draw_apply, draw_count, uniform, value_range
-from mixbench.methods.base import InputMixer, MixedBatch, random_permutation, sample_beta
+from mixbench.methods._masking import draw_apply, draw_count, uniform, value_range
+from mixbench.methods.base import InputMixer, MixedBatch, check_mix_args, random_permutation, sample_beta
 from mixbench.methods.cutmix import box_area_lam, box_mask, scaled_box_bounds
 from mixbench.methods.registry import register_method
 
@@ -54,9 +54,7 @@ class ResizeMix(InputMixer):
         label_smoothing: float = 0.0,
     ):
         super().__init__(label_smoothing=label_smoothing)
-        check_p_mode(p, mode)
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0; got {alpha}")
+        check_mix_args(alpha, p, mode, unit="mask")
         lo, hi = value_range(scope, "scope (the range of the box's side fraction τ)")
         if hi > 1:
             raise ValueError(f"scope (the range of the box's side fraction τ) must lie in [0, 1]; got {scope!r}")

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mixbench.methods._masking import check_p_mode, draw_apply, draw_count
-from mixbench.methods.base import InputMixer, MixedBatch, random_permutation
+from mixbench.methods._masking import draw_apply, draw_count
+from mixbench.methods.base import InputMixer, MixedBatch, check_p_mode, random_permutation
 from mixbench.methods.registry import register_method
 
 
@@ -67,7 +67,7 @@ class SmoothMix(InputMixer):
 
     def __init__(self, openmixup_lam: bool = False, p: float = 1.0, mode: str = "batch", label_smoothing: float = 0.0):
         super().__init__(label_smoothing=label_smoothing)
-        check_p_mode(p, mode)
+        check_p_mode(p, mode, unit="mask")
         self.openmixup_lam, self.p, self.mode = openmixup_lam, p, mode
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
