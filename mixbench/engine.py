@@ -405,6 +405,11 @@ class Trial(TrialState):
                 f"method must run the backbone through the model it is given (the DDP wrapper), or run its backward "
                 f"passes itself and return StepOutput(backward_done=True)")
 
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the model is validated after `epoch` (1-based): every `eval_every`-th and the last `last_n`."""
+        recipe = self.config.recipe
+        return epoch % recipe.eval_every == 0 or epoch > recipe.epochs - recipe.last_n
+
     def evaluate_all(self) -> dict[str, float]:
         from mixbench.data import batches
 
@@ -433,7 +438,8 @@ class Trial(TrialState):
             self.check_processes_agree()
             # Evaluate and checkpoint rank 0's BatchNorm statistics on every process (each updated its own).
             dist.broadcast_state(self.backbone, self.method, parameters=False)
-            row.update(self.evaluate_all())
+            if self.evaluates_after(self.epoch + 1):
+                row.update(self.evaluate_all())
             self.epoch += 1
             row["epoch_seconds"] = time.perf_counter() - t0
             row["peak_memory_mb"] = dist.max_floats([peak_memory_mb(self.device)], self.device)[0]

@@ -91,6 +91,9 @@ class Recipe(Strict):
     eval_batch_size: int | None = Field(None, gt=0)
     num_workers: int = Field(4, ge=0)  # DataLoader workers for file datasets; in-memory ones need none
     last_n: int = Field(10, gt=0)  # epochs in the "median of the last N" statistic of the record
+    # Validate every k-th epoch (and always the last `last_n`): on small training sets, evaluating a large fixed
+    # val set each epoch costs more than the epoch. It never changes the trained model, so not the trial id.
+    eval_every: int = Field(1, gt=0)
 
 
 def _name_or_mapping(value: Any) -> Any:
@@ -284,6 +287,7 @@ class TrialConfig(Strict):
         measured after training (none of which changes the trained model)."""
         data = self.model_dump(mode="json", exclude={"resources": True, "evaluation": True, "dataset": {"root"}})
         data.pop("suite")
+        data["recipe"].pop("eval_every")
         if data["dataset"].get("label") is None:  # ids from before dataset labels existed stay the same
             data["dataset"].pop("label", None)
         return data

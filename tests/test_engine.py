@@ -173,3 +173,17 @@ def test_real_fashion_mnist_subset_beats_chance(tmp_path):
     record = run_trial(cfg, tmp_path / "fm")
     assert record.status == "done"
     assert record.top1 > 30.0, f"400 Fashion-MNIST images, 3 epochs: top-1 {record.top1:.1f} % (chance 10 %)"
+
+
+def test_eval_every_validates_every_kth_and_the_last_n_epochs_and_trains_the_same_model(tmp_path):
+    every = config("mixup", epochs=4)
+    sparse = config("mixup", epochs=4, recipe={**every.recipe.model_dump(), "eval_every": 3, "last_n": 1})
+    assert sparse.trial_id == config("mixup", epochs=4, recipe={**sparse.recipe.model_dump(), "eval_every": 1}).trial_id
+    run_trial(every, tmp_path / "every")
+    record = run_trial(sparse, tmp_path / "sparse")
+    rows = read_metrics(tmp_path / "sparse")
+    assert [r["epoch"] for r in rows if "top1" in r] == [3, 4]  # the 3rd, and the last (last_n = 1)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "every") if "top1" in r] == [1, 2, 3, 4]
+    a, b = weights(tmp_path / "every"), weights(tmp_path / "sparse")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert record.top1 == read_metrics(tmp_path / "every")[-1]["top1"] and record.top1_median_last_n == record.top1
