@@ -3,14 +3,16 @@ records; it never trains.
 
 For every model a trial evaluates (AutoMix: the EMA and the online encoder) on the whole val split:
 * clean: top-1 and calibration (ECE 15/10 bins, MCE, NLL, Brier, temperature scaling; `evaluation.calibration`),
-* corruptions: top-1 under each requested CIFAR-C corruption and severity (`evaluation.corruptions`,
-  `severities`), on corrupted sets cached in `<results root>/.cache/corruptions/` and shared by every trial,
+* corruptions: top-1 under each requested Hendrycks corruption and severity (`evaluation.corruptions`,
+  `severities`) at the parameters of CIFAR-10-C, Tiny-ImageNet-C or ImageNet-C, chosen by the size of the val
+  images (`corruptions.protocol_for`), on corrupted sets cached in `<results root>/.cache/corruptions/` and
+  shared by every trial,
 * occlusion: top-1 with a fraction of the image's patches dropped (`occlusion`, `occlusion_grid`),
 * FGSM: top-1 on adversarial images at ε (`fgsm`, `fgsm_epsilon`) in pixel space.
 
 Everything measured goes to `robustness.json` in the trial folder, rewritten atomically after each part, so an
 interrupted evaluation resumes at the part it was doing, and a part already there is never measured twice
-(its key names what it depends on: corruption version and seed, occlusion grid, ε). Results of another
+(its key names what it depends on: corruption version, protocol and seed, occlusion grid, ε). Results of another
 checkpoint (the trial trained further) are dropped. When every requested part is there, `record.json` gets the
 summary (`evaluation`: per model) and `time_eval_s`, the evaluation's own seconds, apart from training time.
 
@@ -36,6 +38,7 @@ from mixbench.suite import EvaluationConfig
 
 if TYPE_CHECKING:
     from mixbench.engine import Trial
+    from mixbench.suite import TrialConfig
 
 ROBUSTNESS = "robustness.json"
 
@@ -111,12 +114,33 @@ class Passes:
 # ---- the parts a request consists of ---------------------------------------------------------------------------
 
 
-def part_keys(options: EvaluationConfig) -> list[str]:
-    """The parts `options` asks for, each key naming everything its value depends on (beyond the weights)."""
-    from mixbench.evaluation.corruptions import VERSION
+def corrupted_size(config: TrialConfig) -> int:
+    """The side of the val images the corruptions see (what `clean_split` reads): an in-memory dataset's own, a
+    file dataset's eval view at the trial's resolution."""
+    from mixbench.check import trial_image_size
 
+    info = config.dataset.info()  # the trial's own (an imagefolder's size comes from its tree)
+    return info.image_size if info.in_memory else trial_image_size(config)
+
+
+def corruption_protocol(config: TrialConfig, options: EvaluationConfig) -> str | None:
+    """The corruption protocol of the trial's val images, by their size; None when `options` asks for none."""
+    from mixbench.evaluation.corruptions import protocol_for
+
+    return protocol_for(corrupted_size(config)) if options.corruption_names else None
+
+
+def corruption_key(options: EvaluationConfig, protocol: str, name: str, severity: int) -> str:
+    from mixbench.evaluation.corruptions import version_tag
+
+    return f"corruption/{version_tag(protocol)}/s{options.seed}/{name}/{severity}"
+
+
+def part_keys(options: EvaluationConfig, protocol: str | None) -> list[str]:
+    """The parts `options` asks for, each key naming everything its value depends on (beyond the weights);
+    `protocol` is the corruption protocol of the trial's images (`corruption_protocol`)."""
     keys = [f"clean/s{options.seed}"]
-    keys += [f"corruption/v{VERSION}/s{options.seed}/{name}/{severity}"
+    keys += [corruption_key(options, protocol, name, severity)
              for name in options.corruption_names for severity in options.severities]
     keys += [f"occlusion/s{options.seed}/g{options.occlusion_grid}/{fraction:g}" for fraction in options.occlusion]
     if options.fgsm:
@@ -142,22 +166,21 @@ def measure(passes: Passes, model: nn.Module, key: str, corrupted) -> dict[str, 
     raise ValueError(f"unknown evaluation part {key}")
 
 
-def summarize(parts: dict[str, Any], options: EvaluationConfig) -> dict[str, Any]:
+def summarize(parts: dict[str, Any], options: EvaluationConfig, protocol: str | None) -> dict[str, Any]:
     """One model's summary for the record, from its parts (only those `options` asks for)."""
-    from mixbench.evaluation.corruptions import VERSION
-
     clean = parts[f"clean/s{options.seed}"]
     out: dict[str, Any] = {"top1": clean["top1"]}
     if options.calibration:
         out.update({k: clean[k] for k in ("ece", "ece_10", "mce", "nll", "brier", "ece_ts", "temperature")})
     by_name = {}
     for name in options.corruption_names:
-        values = [parts[f"corruption/v{VERSION}/s{options.seed}/{name}/{s}"]["top1"] for s in options.severities]
+        values = [parts[corruption_key(options, protocol, name, s)]["top1"] for s in options.severities]
         by_name[name] = sum(values) / len(values)
     if by_name:
         out["corruption_top1"] = sum(by_name.values()) / len(by_name)
         out["corruption_top1_by_name"] = by_name
         out["corruption_severities"] = list(options.severities)
+        out["corruption_protocol"] = protocol
     if options.occlusion:
         out["occlusion_top1"] = {f"{f:g}": parts[f"occlusion/s{options.seed}/g{options.occlusion_grid}/{f:g}"]["top1"]
                                  for f in options.occlusion}
@@ -186,7 +209,8 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
     state.setdefault("parts", {})
     state.setdefault("seconds", 0.0)
     models = trial.method.eval_models(trial.backbone)
-    keys = part_keys(options)
+    protocol = corruption_protocol(trial.config, options)
+    keys = part_keys(options, protocol)
     todo = [(name, key) for name in models for key in keys if key not in state["parts"].get(name, {})]
     passes = corrupted = None
     for name, key in todo:
@@ -195,6 +219,9 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
             images, labels = clean_split(trial.val_set)
             passes = Passes(trial, images, labels, options)
             corrupted = CorruptedSets(cache_root(out_dir), trial.config.dataset.name, images, labels, options.seed)
+            if protocol is not None and corrupted.protocol != protocol:  # the keys would name another protocol
+                raise RuntimeError(f"{out_dir.name}: the val images are {images.shape[-1]} px, for corruption "
+                                   f"protocol {corrupted.protocol}, but the trial's config says {protocol}")
             wanted = dict.fromkeys((k.split("/")[-2], int(k.split("/")[-1])) for _, k in todo
                                    if k.startswith("corruption/"))
             corrupted.prepare(list(wanted), jobs)
@@ -212,7 +239,7 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
         if log:
             log(f"{out_dir.name}: {name} {key}: top-1 {value['top1']:.2f}")
     record = read_record(out_dir)
-    summary = {name: summarize(state["parts"][name], options) for name in models}
+    summary = {name: summarize(state["parts"][name], options, protocol) for name in models}
     if record is not None and (todo or record.evaluation != _jsonable(summary)):
         record = record.model_copy(update={"evaluation": _jsonable(summary), "time_eval_s": state["seconds"]})
         write_record(out_dir, record)
@@ -231,22 +258,22 @@ def after_training(trial: Trial) -> None:
 
 def evaluation_problems(suite, trials, path: str) -> list[str]:
     """What `mixbench check` reports about the suite's evaluation block before anything runs."""
-    from mixbench.check import trial_image_size
-    from mixbench.evaluation.corruptions import MAX_SIZE, frost_dir
+    from mixbench.evaluation.corruptions import frost_dir, frost_max_size, protocol_for
 
     options, problems = suite.evaluation, []
-    if "frost" in options.corruption_names:
-        try:
-            frost_dir()
-        except FileNotFoundError as err:
-            problems.append(f"{path}: evaluation.corruptions: {err}")
-    for trial in trials if options.corruption_names else []:
-        info = trial.dataset.info()  # the trial's own (an imagefolder's size comes from its tree)
-        size = info.image_size if info.in_memory else trial_image_size(trial)  # what the corruptions would see
-        line = (f"{path}: evaluation.corruptions: {trial.dataset.key} images are {size} px, larger than the "
-                f"{MAX_SIZE} px the CIFAR-C definitions are made for (ImageNet-C's are not implemented); fix: "
-                f"evaluation.corruptions: none")
-        if size > MAX_SIZE and line not in problems:
+    if "frost" not in options.corruption_names:
+        return problems
+    try:
+        frost_dir()
+    except FileNotFoundError as err:
+        return [f"{path}: evaluation.corruptions: {err}"]
+    for trial in trials:  # every size has its protocol; only frost has a limit (a crop of the frost photographs)
+        size = corrupted_size(trial)
+        protocol = protocol_for(size)
+        line = (f"{path}: evaluation.corruptions: frost crops Hendrycks' frost photographs, at most "
+                f"{frost_max_size(protocol)} px under the {protocol} protocol, but {trial.dataset.key} images are "
+                f"{size} px; fix: leave frost out of evaluation.corruptions")
+        if size > frost_max_size(protocol) and line not in problems:
             problems.append(line)
     return problems
 
@@ -286,7 +313,7 @@ def evaluate_finished(trial_dirs: list[Path], options: EvaluationConfig | None =
         if data_roots and config.dataset.name in data_roots:
             config = config.model_copy(update={"dataset": config.dataset.model_copy(
                 update={"root": data_roots[config.dataset.name]})})
-        if _up_to_date(trial_dir, record, options):
+        if _up_to_date(trial_dir, record, config, options):
             counts["up to date"] += 1
             continue
         try:
@@ -321,16 +348,18 @@ def load_weights(trial: Trial, path: Path) -> None:
     trial.epoch, trial.step = state["epoch"], state["step"]
 
 
-def _up_to_date(trial_dir: Path, record, options: EvaluationConfig) -> bool:
+def _up_to_date(trial_dir: Path, record, config: TrialConfig, options: EvaluationConfig) -> bool:
     """Every requested part measured and summarised, without building the trial (cheap: reads two files)."""
     state = read_robustness(trial_dir)
     evaluation = record.evaluation
     if not state or not evaluation or state.get("checkpoint", {}).get("epoch") != record.epochs_done:
         return False
-    keys = part_keys(options)
+    protocol = corruption_protocol(config, options)
+    keys = part_keys(options, protocol)
     if set(evaluation) != set(state["parts"]) or any(k not in parts for parts in state["parts"].values() for k in keys):
         return False
-    return all(evaluation[name] == _jsonable(summarize(parts, options)) for name, parts in state["parts"].items())
+    return all(evaluation[name] == _jsonable(summarize(parts, options, protocol))
+               for name, parts in state["parts"].items())
 
 
 def with_corruptions(options: EvaluationConfig, corruptions: str | None) -> EvaluationConfig:

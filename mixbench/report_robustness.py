@@ -118,6 +118,11 @@ def mce(rows: list, baseline: list) -> tuple[float, float]:
     return 100 * float(np.mean(ce)), (100 * float(np.mean(rel)) if rel else math.nan)
 
 
+# The datasets whose parameters each corruption protocol uses (mixbench.evaluation.corruptions); summaries
+# written before there was more than one protocol carry none: CIFAR-C's.
+PROTOCOL_NAMES = {"cifar": "CIFAR-10-C", "tiny_imagenet": "Tiny-ImageNet-C", "imagenet": "ImageNet-C"}
+
+
 def robustness_tables(groups: dict) -> list[Table]:
     tables = []
     for key, methods in groups.items():
@@ -137,7 +142,10 @@ def robustness_tables(groups: dict) -> list[Table]:
             columns.append(f"FGSM {eps * 255:.3g}/255 top-1 (%)")
         caption = "Headline model, mean ± std over seeds [95 % Student-t interval of the mean]."
         if has_corruptions:
-            caption += (" Corruptions: CIFAR-C definitions, top-1 averaged over corruptions and severities; mCE and "
+            protocols = sorted({PROTOCOL_NAMES[s.get("corruption_protocol", "cifar")] for s in summaries
+                                if "corruption_top1" in s})
+            caption += (f" Corruptions: Hendrycks' definitions at {' and '.join(protocols)}'s parameters, top-1 "
+                        "averaged over corruptions and severities; mCE and "
                         "relative mCE with vanilla as the baseline (vanilla = 100; lower is better)"
                         + ("" if baseline else ", not computed: no vanilla trial in this setting") + ".")
         table = Table(title=f"Robustness: {_title(key)}", columns=columns, rows=[],

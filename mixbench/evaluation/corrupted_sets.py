@@ -1,10 +1,12 @@
 """Corrupted copies of a validation split, made once and kept on disk for every trial that evaluates on it.
 
 A set is the split's clean uint8 images (at the resolution the dataset yields them) under one corruption and
-severity. Its file is `<cache>/<dataset>-<content>/<corruption>-<severity>-s<seed>-v<version>.npy`, where
-<content> hashes the clean images and labels (a different subset or copy of the data gets its own folder) and
-<version> is `corruptions.VERSION` (a changed definition makes new files); frost's name also carries a hash of
-the frost photographs it was made from. Files are written to a temporary name and renamed, so a set is either
+severity, with the parameters of the protocol for that resolution (`corruptions.protocol_for`). Its file is
+`<cache>/<dataset>-<content>/<corruption>-<severity>-s<seed>-<tag>.npy`, where <content> hashes the clean
+images and labels (a different subset or copy of the data gets its own folder) and <tag> is
+`corruptions.version_tag(protocol)`: the definitions' version (a changed definition makes new files) and the
+protocol (`v1` for CIFAR-C, `v1-tiny_imagenet`, `v1-imagenet`); frost's name also carries a hash of the frost
+photographs it was made from. Files are written to a temporary name and renamed, so a set is either
 whole or absent, and two processes making the same set at once both write the same bytes.
 """
 
@@ -59,10 +61,11 @@ class CorruptedSets:
     def __init__(self, cache: Path, dataset: str, images: np.ndarray, labels: np.ndarray, seed: int = 0):
         self.images, self.labels, self.seed = images, labels, seed
         self.folder = Path(cache) / f"{dataset}-{content_hash(images, labels)}"
+        self.protocol = corruptions.protocol_for(max(images.shape[-2:]))
 
     def path(self, name: str, severity: int) -> Path:
         extra = f"-f{corruptions.frost_fingerprint()}" if name == "frost" else ""
-        return self.folder / f"{name}-{severity}-s{self.seed}-v{corruptions.VERSION}{extra}.npy"
+        return self.folder / f"{name}-{severity}-s{self.seed}-{corruptions.version_tag(self.protocol)}{extra}.npy"
 
     def get(self, name: str, severity: int) -> np.ndarray:
         path = self.path(name, severity)
@@ -80,7 +83,6 @@ class CorruptedSets:
         missing = [(n, s) for n, s in wanted if not self.path(n, s).is_file()]
         if jobs <= 1 or len(missing) <= 1:
             return
-        corruptions.check_size(*self.images.shape[-2:])
         with ProcessPoolExecutor(min(jobs, len(missing))) as pool:
             futures = {pool.submit(_make, self.images, n, s, self.seed): (n, s) for n, s in missing}
             for future, (name, severity) in futures.items():
@@ -88,6 +90,5 @@ class CorruptedSets:
 
 
 def _make(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
-    corruptions.check_size(*images.shape[-2:])
     return np.concatenate([corruptions.corrupt(images[start:start + CHUNK], name, severity, seed, start=start)
                            for start in range(0, len(images), CHUNK)])

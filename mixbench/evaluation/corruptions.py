@@ -409,21 +409,25 @@ def snow(x: np.ndarray, c: tuple[float, ...], rng: np.random.Generator) -> np.nd
     return np.clip(x + layer + np.rot90(layer, k=2), 0, 1) * 255
 
 
-def frost_max_size(protocol: str) -> int:
-    """The largest side an image can have for frost under `protocol`: a crop must fit in every photograph."""
-    scale = PROTOCOLS[protocol]["frost"][0][2]
+def largest_frost_crop(scale: float) -> int:
+    """The largest side of a crop that fits in each of the five photographs at `scale` (the script draws one)."""
     return min(min(frost_layer(i, scale).shape[:2]) for i in range(5)) - 1
+
+
+def frost_max_size(protocol: str) -> int:
+    """The largest side an image can have for frost under `protocol`."""
+    return largest_frost_crop(PROTOCOLS[protocol]["frost"][0][2])
 
 
 @register
 def frost(x: np.ndarray, c: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     keep, amount, scale = c
-    layer = frost_layer(int(rng.integers(5)), scale)  # the script draws among the first five photographs
     h, w = x.shape[:2]
-    if max(h, w) >= min(layer.shape[:2]):
+    if max(h, w) > largest_frost_crop(scale):  # refused whichever photograph the image would draw
         raise ValueError(f"corruption frost: images of {h}×{w} px are larger than Hendrycks' frost photographs "
-                         f"(at scale {scale:g}: {min(layer.shape[:2])} px); fix: leave frost out of "
+                         f"(at most {largest_frost_crop(scale)} px at scale {scale:g}); fix: leave frost out of "
                          f"evaluation.corruptions")
+    layer = frost_layer(int(rng.integers(5)), scale)  # the script draws among the first five photographs
     top, left = rng.integers(0, layer.shape[0] - h), rng.integers(0, layer.shape[1] - w)
     return np.clip(keep * x.astype(np.float64) + amount * layer[top:top + h, left:left + w], 0, 255)
 
