@@ -181,7 +181,7 @@ class EvaluationConfig(Strict):
     """What is measured beyond top-1 after the last epoch (mixbench.evaluate); it never changes the trial id."""
 
     calibration: bool = True  # ECE (15/10 bins), MCE, NLL, Brier, temperature scaling
-    corruptions: Literal["all", "none"] | list[str] = "none"  # CIFAR-C corruptions of the val split
+    corruptions: Literal["all", "none"] | list[str] = "none"  # Hendrycks corruptions of the val split
     severities: list[int] = [1, 2, 3, 4, 5]
     occlusion: list[float] = [0.25, 0.5]  # fractions of patches dropped; [] for none
     occlusion_grid: int = Field(4, ge=1)  # patches per side

@@ -151,7 +151,8 @@ def test_mixbench_evaluate_fills_every_record_once_and_then_does_nothing(tmp_pat
 
     counts = ev.evaluate_finished(dirs, log=lines.append)
     assert counts == {"evaluated": 2, "up to date": 0, "skipped": 0}
-    parts = len(ev.part_keys(synthetic_trial("smoke", "vanilla", 1, seed=0, evaluation=EVALUATION).evaluation))
+    parts = len(ev.part_keys(synthetic_trial("smoke", "vanilla", 1, seed=0, evaluation=EVALUATION).evaluation,
+                             "cifar"))
     assert len([line for line in lines if "top-1" in line]) == 3 * parts  # 1 + 2 models, each part once
     stamps = {p: p.stat().st_mtime_ns for d in dirs for p in (d / "record.json", d / "robustness.json")}
     for trial_dir in dirs:
@@ -181,7 +182,7 @@ def test_mixbench_check_names_the_evaluation_field(tmp_path, capsys):
     assert "evaluation.severities" in out and "severity [9] outside 1-5" in out
 
 
-def test_check_refuses_corruptions_it_cannot_make(tmp_path, monkeypatch):
+def test_check_refuses_frost_without_its_photographs(tmp_path, monkeypatch):
     from mixbench.evaluate import evaluation_problems
     from mixbench.evaluation import corruptions
     from mixbench.suite import expand
@@ -191,13 +192,48 @@ def test_check_refuses_corruptions_it_cannot_make(tmp_path, monkeypatch):
     trials = expand(suite, path)
     monkeypatch.setattr(corruptions, "FROST_PACKAGES", ())
     monkeypatch.setenv("MIXBENCH_FROST_DIR", str(tmp_path))
-    monkeypatch.setattr(corruptions, "MAX_SIZE", 16)
     problems = evaluation_problems(suite, trials, str(path))
-    assert len(problems) == 2
+    assert len(problems) == 1
     assert "evaluation.corruptions: corruption frost needs Hendrycks' frost photographs" in problems[0]
-    assert "synthetic images are 32 px, larger than the 16 px" in problems[1]
-    assert "fix: evaluation.corruptions: none" in problems[1]
-    assert evaluation_problems(load_suite(write_suite(tmp_path, "{}")), trials, str(path)) == []
+    assert evaluation_problems(load_suite(write_suite(tmp_path, "{corruptions: [contrast]}")), trials,
+                               str(path)) == []
+
+
+def imagefolder_suite(tmp_path: Path, corruptions: str, recipe: str = "") -> Path:
+    """A suite on a user's tree of 64 px images (the size the imagefolder infers)."""
+    from mixbench.data.folder import write_user_tree
+
+    root = write_user_tree(tmp_path / "own", {"a": 2, "b": 2}, size=(64, 64))
+    path = tmp_path / "own.yaml"
+    path.write_text(f"name: own\ndatasets: [{{name: imagefolder, root: {root}, label: own}}]\n"
+                    f"backbones: [resnet_tiny_cifar]\nmethods: [vanilla]\n"
+                    f"recipe: {{epochs: 1, batch_size: 2{recipe}}}\n"
+                    f"evaluation: {{corruptions: {corruptions}}}\n")
+    return path
+
+
+def test_check_passes_corruptions_on_images_above_32_px(tmp_path, monkeypatch, capsys):
+    """64 px images get Tiny-ImageNet-C's parameters, larger ones ImageNet-C's: every corruption passes check,
+    but frost on images larger than its photographs (314 px under the ImageNet protocol)."""
+    from mixbench.cli import main
+    from mixbench.evaluate import corruption_protocol
+    from mixbench.evaluation.corruptions import frost_dir
+    from mixbench.suite import expand
+
+    frost_dir()  # installed here: `pip install --no-deps imagecorruptions`
+    monkeypatch.setenv("MIXBENCH_CACHE", str(tmp_path / "cache"))
+    path = imagefolder_suite(tmp_path, "all")
+    trial = expand(load_suite(path), path)[0]
+    assert corruption_protocol(trial, trial.evaluation) == "tiny_imagenet"
+    assert main(["check", str(path)]) == 0, capsys.readouterr().out
+    path = imagefolder_suite(tmp_path, "[frost, contrast]", ", image_size: 320")  # the eval view at 320 px
+    trial = expand(load_suite(path), path)[0]
+    assert corruption_protocol(trial, trial.evaluation) == "imagenet"
+    assert main(["check", str(path)]) == 2
+    out = capsys.readouterr()
+    assert (f"{path}: evaluation.corruptions: frost crops Hendrycks' frost photographs, at most 314 px under the "
+            f"imagenet protocol, but own images are 320 px; fix: leave frost out of "
+            f"evaluation.corruptions") in out.out + out.err
 
 
 def test_a_failed_evaluation_leaves_the_trained_trial_done(monkeypatch, capsys, tmp_path):

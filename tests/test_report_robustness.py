@@ -39,6 +39,10 @@ def test_mce_and_relative_mce_use_vanilla_as_the_baseline(tmp_path):
     assert [row[0] for row in robustness.rows] == ["vanilla", "mixup"]  # table order, not input order
     assert robustness.rows[1][3:6] == ["67.50 ± 0.00 [67.50, 67.50]", "75.0", "100.0"]
     assert "Occluded 50% top-1 (%)" in robustness.columns
+    # summaries from before the protocols name none: CIFAR-C's; newer ones name theirs
+    assert "Hendrycks' definitions at CIFAR-10-C's parameters" in robustness.caption
+    tiny = [trial(tmp_path, "vanilla", 0, **summary(80, {"a": 50}), corruption_protocol="tiny_imagenet")]
+    assert "at Tiny-ImageNet-C's parameters" in rr.tables(tiny)["robustness"][0].caption
     (calibration,) = made["calibration"]
     assert calibration.rows[0][2:4] == ["80.00 ± 0.00 [80.00, 80.00]", "10.00 ± 0.00 [10.00, 10.00]"]  # ECE in %
     (per_corruption,) = made["per_corruption"]
