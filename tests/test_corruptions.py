@@ -365,15 +365,21 @@ def test_jpeg_compression_is_a_pil_round_trip_at_the_severitys_quality(protocol,
         assert np.array_equal(C.jpeg_compression(x, quality, rng()), np.asarray(Image.open(buffer)))
 
 
+WITHOUT_DRAWS = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
+
+
+@pytest.mark.parametrize("size", [32, 72])  # the CIFAR and the ImageNet protocol (a grey crop 4 px smaller too)
 @pytest.mark.parametrize("name", [n for n in C.CORRUPTIONS if n != "frost"])
-def test_corrupt_is_seeded_per_image_and_keeps_grey_images_grey(name):
-    images = np.stack([noise_image(i).transpose(2, 0, 1) for i in range(3)])
+def test_corrupt_is_seeded_per_image_and_keeps_grey_images_grey(name, size):
+    images = np.stack([noise_image(i, size).transpose(2, 0, 1) for i in range(3)])
     out = C.corrupt(images, name, 3, seed=0)
     assert out.dtype == np.uint8 and out.shape == images.shape
     assert np.array_equal(out, C.corrupt(images, name, 3, seed=0))
     # image i depends only on (seed, name, severity, index): a slice made alone is the same
     assert np.array_equal(out[2:], C.corrupt(images[2:], name, 3, seed=0, start=2))
-    grey = images[:, :1, :28, :28]
+    if name not in WITHOUT_DRAWS:  # another seed, other draws
+        assert not np.array_equal(out, C.corrupt(images, name, 3, seed=1))
+    grey = images[:, :1, :size - 4, :size - 4]
     assert C.corrupt(grey, name, 3, seed=0).shape == grey.shape
 
 
