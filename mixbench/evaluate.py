@@ -349,7 +349,8 @@ def load_weights(trial: Trial, path: Path) -> None:
 
 
 def _up_to_date(trial_dir: Path, record, config: TrialConfig, options: EvaluationConfig) -> bool:
-    """Every requested part measured and summarised, without building the trial (cheap: reads two files)."""
+    """Every requested part measured and summarised, without building the trial (cheap: reads two files, and the
+    dataset's image size when corruptions are asked for)."""
     state = read_robustness(trial_dir)
     evaluation = record.evaluation
     if not state or not evaluation or state.get("checkpoint", {}).get("epoch") != record.epochs_done:
