@@ -234,10 +234,16 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else results / "report"
     command = shlex.join(["mixbench", "report", args.target, "--out", str(out),
                           *(f"--claims={c}" for c in args.claims or []), f"--median-window={args.median_window}",
-                          *([f"--baseline={args.baseline}"] if args.baseline else [])])
+                          *([f"--baseline={args.baseline}"] if args.baseline else []),
+                          *([f"--findings={args.findings}"] if args.findings else [])])
+    findings = Path(args.findings) if args.findings else None
+    if findings and not findings.is_file():
+        console.print(f"[red]error:[/] --findings {findings}: no such file; fix: give the Markdown file of "
+                      f"findings to include in the report's README", highlight=False, soft_wrap=True)
+        return 2
     try:
         made = write_report(results, out, claims_files=args.claims or [], window=args.median_window,
-                            command=command, suite=suite, baseline=args.baseline)
+                            command=command, suite=suite, baseline=args.baseline, findings=findings)
     except BaselineError as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
@@ -431,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", metavar="NAME",
                         help="the method (name or label) every other is compared with, seed by seed (default: "
                              "vanilla, where it ran)")
+    report.add_argument("--findings", metavar="FILE.md",
+                        help="a Markdown section written from the numbers (e.g. '## Findings ...'), put in the "
+                             "README after the budgets; regenerating keeps it")
     report.set_defaults(func=cmd_report)
 
     evaluate = sub.add_parser("evaluate", help="calibration, corruption, occlusion and FGSM metrics of finished "

@@ -252,6 +252,69 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def gain_by_size(paired: pd.DataFrame, sizes: pd.DataFrame) -> Figure | None:
+    """Each method's paired gain over the baseline (mean, 95 % CI) against the training-set size, one panel per
+    budget: for results that ran one dataset at two or more sizes (`limit_per_class`), e.g. a data-size study.
+
+    `sizes`: dataset (label), dataset_name, per_class. The budget is the number of training images seen per
+    class (epochs × per_class) where every such budget was run at two sizes or more (a compute-matched grid),
+    else the number of epochs. Filled markers: different from the baseline after Holm (p < 0.05)."""
+    from mixbench.methods.registry import method_rank
+
+    if paired.empty or sizes.empty:
+        return None
+    frame = paired.merge(sizes, on="dataset").dropna(subset=["per_class"])
+    frame["seen"] = frame["epochs"] * frame["per_class"]
+    panels = []
+    for (name, backbone), block in frame.groupby(["dataset_name", "backbone"], sort=True):
+        if block["per_class"].nunique() < 2:
+            continue
+        by_seen = block.groupby("seen")["per_class"].nunique()
+        budget = "seen" if (by_seen >= 2).all() else "epochs"
+        panels += [(name, backbone, budget, value, part) for value, part in block.groupby(budget, sort=True)]
+    if not panels:
+        return None
+    labels = ordered_methods(frame)
+    colours = _colours(labels)
+    fig, axes = _grid(len(panels), width=4.6, height=3.8, legend=0.0)
+    share = axes[0]
+    for ax, (name, backbone, budget, value, part) in zip(axes, panels, strict=True):
+        if ax is not share:
+            ax.sharey(share)
+        order = sorted(part["method"].unique(), key=lambda m: method_rank(part.loc[part["method"] == m,
+                                                                                  "method_name"].iloc[0], m))
+        for i, label in enumerate(order):
+            mine = part[part["method"] == label].sort_values("per_class")
+            dodge = 1 + 0.04 * (i - (len(order) - 1) / 2)  # side by side on the log axis
+            x = mine["per_class"].to_numpy() * dodge
+            ax.plot(x, mine["diff_mean"], color=colours[label], linewidth=1, alpha=0.7, gid=f"gain {label}")
+            low = (mine["diff_mean"] - mine["diff_ci_low"]).to_numpy()
+            high = (mine["diff_ci_high"] - mine["diff_mean"]).to_numpy()
+            ax.errorbar(x, mine["diff_mean"], yerr=np.nan_to_num([low, high]), fmt="none", ecolor=colours[label],
+                        elinewidth=1.2, capsize=2)
+            significant = mine["verdict"].isin(["better", "worse"]).to_numpy()
+            for xi, yi, filled in zip(x, mine["diff_mean"], significant, strict=True):
+                ax.plot([xi], [yi], "o", markersize=6, color=colours[label],
+                        markerfacecolor=colours[label] if filled else "white")
+            ax.plot([], [], "o-", color=colours[label], label=label)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ticks = sorted(part["per_class"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training images per class")
+        ax.set_ylabel(f"top-1 − {part['baseline'].iloc[0]} (points)")
+        what = (f"{value:g} images seen per class" if budget == "seen" else f"{value} epochs")
+        ax.set_title(wrap_title(f"{name}, {backbone}: {what}", 4.4, 9),
+                     fontsize="medium")
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 6), fontsize="small")
+    fig.suptitle(wrap_title("Gain over the baseline by training-set size: mean paired difference, 95 % CI "
+                            "(filled: Holm p < 0.05)", fig.get_figwidth(), 10), fontsize="medium")
+    return fig
+
+
 def average_rank(ranks: pd.DataFrame) -> Figure | None:
     """Each method's rank (1 = best mean top-1) in every setting (dots) and its average (bar); drawn from three
     settings (dataset × epochs × backbone) on, where an average rank starts to mean something."""

@@ -561,10 +561,12 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]:
-    """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe among the trials: the
-    recipe keys where the trials differ from the suite file become --set edits (e.g. a second budget), and so
-    do the seeds when the trials ran other seeds than the suite now lists; methods the suite gained since the
-    records were made are left out with --only (records older than the suite file)."""
+    """`mixbench run SUITE [--set recipe.KEY=VALUE ...]`, one per distinct recipe and evaluation among the
+    trials: the recipe and evaluation keys where the trials differ from the suite file become --set edits (e.g.
+    a second budget), and so do the seeds when the trials ran other seeds than the suite now lists; methods
+    the suite gained since the records were made are left out with --only (records older than the suite
+    file), and so are the suite's datasets a group of trials did not run (a study that runs each size at its
+    own budgets)."""
     import json
     import shlex
 
@@ -572,16 +574,28 @@ def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]
 
     suite = load_suite(suite_path)
     base = _flatten("recipe", suite.recipe.model_dump(mode="json"))
-    recipes = {json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) for t in trials}
+    base |= _flatten("evaluation", suite.evaluation.model_dump(mode="json"))
+
+    def settings(record: TrialRecord) -> str:
+        return json.dumps({"recipe": record.config.get("recipe") or {},
+                           "evaluation": record.config.get("evaluation") or {}}, sort_keys=True)
+
+    groups: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        groups.setdefault(settings(t.record), []).append(t.record)
     commands = []
-    for recipe in sorted(recipes, key=lambda text: (json.loads(text).get("epochs") or 0, text)):
-        flat = _flatten("recipe", json.loads(recipe))
+    for text in sorted(groups, key=lambda text: (json.loads(text)["recipe"].get("epochs") or 0, text)):
+        flat = {k: v for part in ("recipe", "evaluation") for k, v in _flatten(part, json.loads(text)[part]).items()}
         sets = [f"--set={key}={value if isinstance(value, str) else json.dumps(value)}"
                 for key, value in flat.items() if key in base and base[key] != value]
-        group = [t.record for t in trials if json.dumps(t.record.config.get("recipe") or {}, sort_keys=True) == recipe]
+        group = groups[text]
         seeds = sorted({r.seed for r in group})
         if seeds != sorted(suite.seeds):
             sets.append(f"--set=seeds={json.dumps(seeds, separators=(',', ':'))}")
+        suite_datasets = [d.key for d in suite.datasets]
+        ran = {r.dataset for r in group}
+        if ran < set(suite_datasets):
+            sets.append(f"--only=dataset={','.join(d for d in suite_datasets if d in ran)}")
         labels = {r.method_label: r.method for r in group}
         if set(labels) < {m.display for m in suite.methods}:
             ordered = sorted(labels, key=lambda label: method_rank(labels[label], label))
@@ -598,13 +612,15 @@ def write_report(
     command: str | None = None,
     suite: Path | None = None,
     baseline: str | None = None,
+    findings: Path | None = None,
 ) -> Report:
     """Write the report folder `out` for the trials under `results`.
 
     `claims_files`: the user's claims CSVs, compared with the published ones. `command`: the command that
     regenerates the report; with the `suite` file the trials came from, README.md also gives the commands
     that rerun them. `baseline`: the method (label or name) every other is compared with, seed by seed;
-    None: vanilla, where it ran.
+    None: vanilla, where it ran. `findings`: a Markdown file a person wrote from the numbers, put verbatim
+    after the budgets (so that regenerating the report keeps it).
     """
     from mixbench import evidence, plots, report_robustness
 
@@ -638,6 +654,7 @@ def write_report(
         "accuracy_vs_cost": plots.accuracy_vs_cost(summary),
         "paired_differences": plots.paired_differences(paired),
         "average_rank": plots.average_rank(evidence.rank_frame(proof)),
+        "gain_by_size": plots.gain_by_size(paired, sizes_frame(trials)),
         **report_robustness.figures(trials),  # accuracy vs ECE, reliability diagrams
     }
     written = []
@@ -653,8 +670,21 @@ def write_report(
     atomic_write_text(out / "summary.csv", evidence.with_paired_columns(summary, paired).to_csv(index=False))
     atomic_write_text(out / "claims.csv", claims_frame(compared).to_csv(index=False))
     atomic_write_text(out / "results.tex", latex_document(tables))
-    atomic_write_text(out / "README.md", readme(results, trials, tables, compared, made, window, command, rerun))
+    text = findings.read_text() if findings else None
+    atomic_write_text(out / "README.md",
+                      readme(results, trials, tables, compared, made, window, command, rerun, text))
     return Report(out, trials, summary, tables, compared, written)
+
+
+def sizes_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
+    """Each dataset label's dataset name and training images per class (`limit_per_class`; NaN without one)."""
+    rows = {}
+    for t in trials:
+        dataset = t.record.config.get("dataset") or {}
+        rows[t.record.dataset] = {"dataset": t.record.dataset, "dataset_name": dataset.get("name", t.record.dataset),
+                                  "per_class": dataset.get("limit_per_class")}
+    return pd.DataFrame(list(rows.values()), columns=["dataset", "dataset_name", "per_class"]).astype(
+        {"per_class": float})
 
 
 def latex_document(tables: dict[str, list[Table]]) -> str:
@@ -684,6 +714,7 @@ def readme(
     window: Window,
     command: str | None,
     rerun: Sequence[str],
+    findings: str | None = None,
 ) -> str:
     records = [t.record for t in trials]
     suites = sorted({r.suite for r in records})
@@ -712,10 +743,17 @@ def readme(
             lines.extend([f"![{plot}](plots/{plot}.png)", ""])
 
     section("Budgets", "budgets")
+    if findings:
+        lines.extend([findings.strip(), ""])
     section("Unfinished trials", "unfinished",
             intro="Trials that failed, are still running or never started; their seeds are left out of means.")
     section("Accuracy", "accuracy", "gain_over_vanilla")
     section("Is the difference real?", "paired", "paired_differences", intro=PAIRED_INTRO)
+    if "gain_by_size" in plots_made:
+        lines.extend(["## Gain by training-set size and budget", "",
+                      "The paired differences above, per method against the training-set size, one panel per budget "
+                      "(training images seen per class where the grid matches compute across sizes, else epochs).",
+                      "", "![gain_by_size](plots/gain_by_size.png)", ""])
     section("Across settings", "aggregate", "average_rank")
     if "top1_vs_epoch" in plots_made:
         lines.extend(["## Top-1 vs epoch", "", "Mean over seeds (line) and min–max over seeds (band).", "",

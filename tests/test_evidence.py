@@ -165,3 +165,53 @@ def test_forest_plot_rows_zero_line_and_marks(one_setting):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cutmix (n=4)", "mixup (n=6)"]  # mixup on top
     assert any(list(line.get_xdata()) == [0, 0] for line in ax.lines)  # the zero line
     assert plots.paired_differences(paired.iloc[0:0]) is None
+
+
+def test_gain_by_size_plot_one_panel_per_compute_matched_budget_and_the_study_rerun_commands(tmp_path):
+    from mixbench.figures import text_outside_canvas
+    from mixbench.report import rerun_commands, sizes_frame
+
+    root = tmp_path / "results"
+    # Two sizes × two budgets of images seen per class (80: 8 and 2 epochs; 320: 32 and 8 epochs).
+    for per_class, epochs in [(10, 8), (40, 2), (10, 32), (40, 8)]:
+        for seed, base in enumerate(VANILLA):
+            write_trial(root, "vanilla", seed, [base] * 2, epochs=epochs, per_class=per_class)
+            gain = MIXUP_GAIN[seed] if per_class == 10 else -MIXUP_GAIN[seed]
+            write_trial(root, "mixup", seed, [base + gain] * 2, epochs=epochs, per_class=per_class)
+    trials = load_results(root)
+    sizes = sizes_frame(trials)
+    assert sorted(sizes[["dataset", "per_class"]].values.tolist()) == [["synthetic_10", 10], ["synthetic_40", 40]]
+    paired = evidence.paired_frame(evidence.collect(trials))
+    fig = plots.gain_by_size(paired, sizes)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["synthetic, resnet_tiny_cifar: 80 images seen per class",
+                      "synthetic, resnet_tiny_cifar: 320 images seen per class"]
+    ax = fig.axes[0]
+    [line] = [line for line in ax.lines if line.get_gid() == "gain mixup"]
+    assert list(line.get_ydata()) == pytest.approx([sum(MIXUP_GAIN) / 6, -sum(MIXUP_GAIN) / 6])  # 10, 40 per class
+    assert text_outside_canvas(fig) == []
+    # Epochs the same at every size: panels by epochs instead.
+    same_epochs = paired[paired["epochs"].isin([8])]
+    fig = plots.gain_by_size(same_epochs, sizes)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["synthetic, resnet_tiny_cifar: 8 epochs"]
+    assert plots.gain_by_size(paired[paired["dataset"] == "synthetic_10"], sizes) is None  # one size: nothing
+    # Each size ran its own budgets: the commands that rerun them name the dataset with --only.
+    suite = tmp_path / "demo.yaml"
+    suite.write_text(yaml_suite())
+    assert rerun_commands(suite, trials) == [
+        f"mixbench run {suite} --set=recipe.epochs=2 --only=dataset=synthetic_40",
+        f"mixbench run {suite}",  # 8 epochs: the suite's own, at both sizes
+        f"mixbench run {suite} --set=recipe.epochs=32 --only=dataset=synthetic_10",
+    ]
+
+
+def yaml_suite() -> str:
+    return """name: demo
+datasets:
+  - {name: synthetic, label: synthetic_10, limit_per_class: 10}
+  - {name: synthetic, label: synthetic_40, limit_per_class: 40}
+backbones: [resnet_tiny_cifar]
+methods: [vanilla, mixup]
+seeds: [0, 1, 2, 3, 4, 5]
+recipe: {epochs: 8, batch_size: 10, last_n: 2}
+"""

@@ -36,9 +36,12 @@ START, END = "2025-01-01T00:00:00+00:00", "2025-01-01T00:30:00+00:00"
 
 def write_trial(root: Path, method: str, seed: int, top1s: list[float], *, epochs: int = 4, status: str = "done",
                 reason: str | None = None, cost: tuple[float, float, float] | None = (2.0, 500.0, 1000.0),
-                hparams: dict | None = None) -> TrialConfig:
-    """One trial folder with the real schema: config.yaml, and unless pending metrics.jsonl and record.json."""
-    config = TrialConfig(suite="demo", dataset={"name": "synthetic"}, backbone={"name": "resnet_tiny_cifar"},
+                hparams: dict | None = None, per_class: int | None = None) -> TrialConfig:
+    """One trial folder with the real schema: config.yaml, and unless pending metrics.jsonl and record.json.
+    `per_class`: the dataset keeps that many training images per class, labelled `synthetic_<per_class>`."""
+    dataset = ({"name": "synthetic", "label": f"synthetic_{per_class}", "limit_per_class": per_class} if per_class
+               else {"name": "synthetic"})
+    config = TrialConfig(suite="demo", dataset=dataset, backbone={"name": "resnet_tiny_cifar"},
                          method=method, method_label=method, method_version=1, hparams=hparams or {}, seed=seed,
                          recipe={"epochs": epochs, "batch_size": 10, "last_n": 2})
     trial_dir = root / "demo" / config.dirname
@@ -51,7 +54,7 @@ def write_trial(root: Path, method: str, seed: int, top1s: list[float], *, epoch
     write_metrics(trial_dir, history)
     top1, top5 = summarize(history, "top1", 2), summarize(history, "top5", 2)
     write_record(trial_dir, TrialRecord(
-        trial_id=config.trial_id, suite="demo", dataset="synthetic", backbone="resnet_tiny_cifar", method=method,
+        trial_id=config.trial_id, suite="demo", dataset=config.dataset.key, backbone="resnet_tiny_cifar", method=method,
         method_label=method, method_version=1, hparams=hparams or {}, seed=seed, status=status, reason=reason,
         epochs=epochs, epochs_done=len(top1s), top1=top1["last"], top5=top5["last"], top1_best=top1["best"],
         top1_best_epoch=top1["best_epoch"], top1_median_last_n=top1["median_last_n"], top5_best=top5["best"],
@@ -364,6 +367,19 @@ def test_cli_report_on_a_results_folder(results, claims_file, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "claims: 1 above, 1 below, 1 not run, 1 partial, 1 reproduced" in printed
     assert (out / "README.md").is_file() and (out / "results.tex").is_file()
+
+
+def test_cli_report_keeps_the_findings_written_from_the_numbers(results, tmp_path, capsys):
+    findings, out = tmp_path / "findings.md", tmp_path / "report"
+    findings.write_text("## Findings\n\nMixup is 0.3 points better; not distinguishable from zero.\n")
+    assert main(["report", str(results), "--out", str(out), "--findings", str(findings)]) == 0
+    readme = (out / "README.md").read_text()
+    assert readme.index("## Budgets") < readme.index("## Findings\n\nMixup is 0.3") < readme.index("## Accuracy")
+    assert f"--findings={findings}" in readme  # the command that regenerates it keeps them
+    capsys.readouterr()
+    assert main(["report", str(results), "--out", str(out), "--findings", str(tmp_path / "none.md")]) == 2
+    error = capsys.readouterr().out
+    assert error.count("\n") == 1 and "error: --findings" in error and "none.md: no such file; fix:" in error
 
 
 def test_cli_report_on_a_suite_gives_the_commands_that_rerun_it(tmp_path, monkeypatch):
