@@ -583,6 +583,7 @@ def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]
     groups: dict[str, list[TrialRecord]] = {}
     for t in trials:
         groups.setdefault(settings(t.record), []).append(t.record)
+    suite_datasets = [d.key for d in suite.datasets]
     commands = []
     for text in sorted(groups, key=lambda text: (json.loads(text)["recipe"].get("epochs") or 0, text)):
         flat = {k: v for part in ("recipe", "evaluation") for k, v in _flatten(part, json.loads(text)[part]).items()}
@@ -592,7 +593,6 @@ def rerun_commands(suite_path: Path, trials: Sequence[TrialResult]) -> list[str]
         seeds = sorted({r.seed for r in group})
         if seeds != sorted(suite.seeds):
             sets.append(f"--set=seeds={json.dumps(seeds, separators=(',', ':'))}")
-        suite_datasets = [d.key for d in suite.datasets]
         ran = {r.dataset for r in group}
         if ran < set(suite_datasets):
             sets.append(f"--only=dataset={','.join(d for d in suite_datasets if d in ran)}")
