@@ -430,8 +430,9 @@ class Trial(TrialState):
         self.restore(ckpt)
         if self.rank == 0 and self.history:
             write_metrics(self.out_dir, self.history)  # the checkpoint's rows: repairs a damaged or later file
-        self.write_record("running")
         epochs = self.config.recipe.epochs
+        if self.epoch < epochs:  # a finished trial (repaired, or finishing its evaluation) never reads "running"
+            self.write_record("running")
         while self.epoch < epochs:
             t0 = time.perf_counter()
             row = {"epoch": self.epoch + 1, **self.train_epoch()}
@@ -524,9 +525,16 @@ def _num_batches(trial: Trial) -> int:
 
 
 def failed_record(config: TrialConfig, out_dir: Path, reason: str, status: str = "failed") -> TrialRecord:
-    """A record for a trial that could not finish, keeping what the last checkpointed epochs measured."""
+    """A record for a trial that could not finish, keeping what the last checkpointed epochs measured. A trial
+    whose record already says done did finish (it was stopped in its evaluation, or in exiting): it stays done.
+    A record that cannot be read is left as it is: the runner repairs it on the next run, it is not skipped."""
     from mixbench.results import pending_record
 
+    on_disk, damage = try_read_record(out_dir)
+    if on_disk is not None and on_disk.status == "done":
+        return on_disk
+    if damage is not None:  # the next run repairs it from the checkpoint (or records why it cannot): keep it
+        return pending_record(config.model_dump(mode="json")).model_copy(update={"status": status, "reason": reason})
     record = pending_record(config.model_dump(mode="json"))
     try:
         history = read_metrics(out_dir)

@@ -212,6 +212,8 @@ def evaluate_trial(trial: Trial, options: EvaluationConfig | None = None, log=No
     protocol = corruption_protocol(trial.config, options)
     keys = part_keys(options, protocol)
     todo = [(name, key) for name in models for key in keys if key not in state["parts"].get(name, {})]
+    if todo:  # begun: a run stopped before the first part is done finishes it (runner.local.evaluation_cut_short)
+        atomic_write_text(out_dir / ROBUSTNESS, json.dumps(state, indent=1) + "\n")
     passes = corrupted = None
     for name, key in todo:
         start = time.perf_counter()

@@ -146,6 +146,61 @@ def test_a_finished_trial_with_an_unreadable_record_is_rebuilt_from_its_checkpoi
     assert torch.load(trial_dir / "last.pt", weights_only=True)["step"] == steps  # not one more step trained
 
 
+def test_a_trial_stopped_in_its_evaluation_stays_done_and_the_next_run_finishes_it(monkeypatch, tmp_path, one_thread):
+    from mixbench import evaluate
+    from mixbench.engine import Interrupted
+    from mixbench.runner.local import _finish, plan
+    from mixbench.runner.slurm import suite_status
+
+    config, trial_dir = tiny(), tmp_path / "suite" / tiny().dirname
+    measured = evaluate.measure
+
+    def stopped_at_the_second_part(passes, model, key, corrupted):
+        if (trial_dir / evaluate.ROBUSTNESS).is_file() and evaluate.read_robustness(trial_dir)["parts"]:
+            raise Interrupted("SIGTERM")
+        return measured(passes, model, key, corrupted)
+
+    monkeypatch.setattr(evaluate, "measure", stopped_at_the_second_part)
+    with pytest.raises(Interrupted):
+        run_trial(config, trial_dir)
+    record = read_record(trial_dir)
+    assert record.status == "done" and record.evaluation == {} and record.epochs_done == 2  # not "interrupted"
+    assert len(evaluate.read_robustness(trial_dir)["parts"]["model"]) == 1
+    stamp, steps = (trial_dir / "record.json").read_bytes(), torch.load(trial_dir / "last.pt")["step"]
+
+    [job] = plan([config], trial_dir.parent, retry_failed=False)
+    assert (job.state, job.note) == ("queued", "finishing its evaluation")
+    [row] = suite_status([config], trial_dir.parent)
+    assert (row.state, row.note) == ("done", "its evaluation was cut short; it finishes when run again")
+    for code, why in ((-9, "killed by SIGKILL (out of memory?)"), (130, "stopped by SIGTERM or SIGINT")):
+        _finish(job, code)  # what the runner sees when the engine is killed there: the trial is not failed
+        assert (job.state, job.note) == ("done", f"{why} in its evaluation; it finishes on the next run")
+        assert (trial_dir / "record.json").read_bytes() == stamp
+
+    monkeypatch.setattr(evaluate, "measure", measured)
+    finished = run_trial(config, trial_dir)
+    assert finished.status == "done"
+    assert read_record(trial_dir).evaluation["model"]["top1"] == pytest.approx(record.top1)
+    assert torch.load(trial_dir / "last.pt")["step"] == steps  # evaluated, not trained again
+    assert plan([config], trial_dir.parent, retry_failed=False)[0].state == "skipped"
+
+
+def test_a_killed_trial_never_turns_a_done_or_unreadable_record_into_a_failed_one(tmp_path, one_thread):
+    from mixbench.engine import failed_record
+
+    trial_dir = tmp_path / "trial"
+    run_trial(tiny(epochs=1), trial_dir)
+    done = (trial_dir / "record.json").read_bytes()
+    assert failed_record(tiny(epochs=1), trial_dir, "killed by SIGKILL").status == "done"
+    assert (trial_dir / "record.json").read_bytes() == done
+    (trial_dir / "record.json").write_bytes(done[:40] + b"\x00garbage")  # the next run rebuilds it: keep it so
+    assert failed_record(tiny(epochs=1), trial_dir, "killed by SIGKILL").status == "failed"
+    assert (trial_dir / "record.json").read_bytes() == done[:40] + b"\x00garbage"
+    (trial_dir / "record.json").unlink()
+    failed_record(tiny(epochs=1), trial_dir, "killed by SIGKILL")
+    assert read_record(trial_dir).status == "failed" and read_record(trial_dir).reason == "killed by SIGKILL"
+
+
 # ---- costs under load ---------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ Each trial runs as `python -m mixbench.engine TRIAL_DIR` pinned to its GPUs with
 (several GPUs: `torch.distributed.run` starts one process per GPU, NCCL; without GPUs, `gpus_per_trial: N`
 still runs N processes, with gloo and the CPU cores shared between them). Finished trials are skipped, interrupted
 ones resume from their checkpoint, failed ones are recorded with their reason and skipped on the next run
-unless `retry_failed`. Ctrl-C stops every trial with SIGTERM: each keeps its last checkpoint.
+unless `retry_failed`. Ctrl-C stops every trial with SIGTERM: each keeps its last checkpoint. A trial stopped
+after its training (in its evaluation) stays done, and the next run finishes its evaluation without training it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def plan(trials: list[TrialConfig], suite_dir: Path, retry_failed: bool) -> list
                 damage = err
         if damage is not None:
             job.note = f"repairing: {damage}".split("; fix:")[0]
+        elif record is not None and record.status == "done" and evaluation_cut_short(job.trial_dir, record):
+            job.note = "finishing its evaluation"  # the engine does not train a finished trial again
         elif record is not None and record.status == "done":
             job.state, job.note = "skipped", "done"
         elif record is not None and record.status == "failed" and not retry_failed:
@@ -88,12 +91,27 @@ def plan(trials: list[TrialConfig], suite_dir: Path, retry_failed: bool) -> list
     return jobs
 
 
+def evaluation_cut_short(trial_dir: Path, record: TrialRecord) -> bool:
+    """Trained to the end but stopped in its evaluation: begun (robustness.json is written before the first part)
+    and never summarised into the record. Records from before the evaluate stage have neither and stay done."""
+    from mixbench.evaluate import ROBUSTNESS
+
+    return not record.evaluation and (trial_dir / ROBUSTNESS).is_file()
+
+
 def _tail(path: Path, lines: int = 5) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return " | ".join(text[-lines:])
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        why = f"killed by {signal.Signals(-returncode).name}"
+        return why + " (out of memory?)" if -returncode == signal.SIGKILL else why
+    return "stopped by SIGTERM or SIGINT" if returncode == 130 else f"exit code {returncode}"
 
 
 def _finish(job: Job, returncode: int) -> None:
@@ -105,10 +123,14 @@ def _finish(job: Job, returncode: int) -> None:
         job.state, job.note = "skipped", "running in another process"
         return
     record, _ = try_read_record(job.trial_dir)
-    if returncode == 0 and record is not None and record.status == "done":
+    if record is not None and record.status == "done":  # trained to the end, whatever stopped it after that
         job.state = "done"
-        if job.note.startswith("repairing"):
+        if returncode != 0:
+            job.note = f"{_exit_reason(returncode)} in its evaluation; it finishes on the next run"
+        elif job.note.startswith("repairing"):
             job.note = "repaired from its checkpoint"
+        elif job.note.startswith("finishing"):
+            job.note = "evaluated"
         return
     if record is not None and record.status == "interrupted" and returncode in (130, -signal.SIGTERM):
         job.state, job.note = "interrupted", "resumes on the next run"
@@ -116,13 +138,7 @@ def _finish(job: Job, returncode: int) -> None:
     if record is not None and record.status == "failed":
         job.state, job.note = "failed", record.reason or ""
         return
-    if returncode < 0:
-        why = f"killed by {signal.Signals(-returncode).name}"
-        if -returncode == signal.SIGKILL:
-            why += " (out of memory?)"
-    else:
-        why = f"exit code {returncode}"
-    reason = f"{why}; last log lines: {_tail(job.log)}"
+    reason = f"{_exit_reason(returncode)}; last log lines: {_tail(job.log)}"
     failed_record(job.config, job.trial_dir, reason)
     job.state, job.note = "failed", reason
 
@@ -192,7 +208,11 @@ class LocalRunner:
                         job.process.wait(timeout=60)
                     except subprocess.TimeoutExpired:
                         job.process.kill()
-                    job.state, job.note = "interrupted", "stopped by Ctrl-C; resumes on the next run"
+                    record, _ = try_read_record(job.trial_dir)
+                    if record is not None and record.status == "done":
+                        job.state, job.note = "done", "stopped by Ctrl-C in its evaluation; it finishes on the next run"
+                    else:
+                        job.state, job.note = "interrupted", "stopped by Ctrl-C; resumes on the next run"
             raise
         return jobs
 

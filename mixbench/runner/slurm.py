@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from mixbench.results import atomic_write_text, now, try_read_record, write_config
-from mixbench.runner.local import Job
+from mixbench.runner.local import Job, evaluation_cut_short
 from mixbench.suite import SuiteError, TrialConfig
 
 SUBMISSION = "slurm.json"  # in the trial directory: the job that runs (or ran) the trial
@@ -403,6 +403,8 @@ def suite_status(trials: list[TrialConfig], suite_dir: Path) -> list[Job]:
                               and (record.updated_at or "") >= submission.submitted_at)
         if record is not None and record.status == "done":
             row.state, row.note = "done", job
+            if evaluation_cut_short(row.trial_dir, record):
+                row.note = f"{job} its evaluation was cut short; it finishes when run again".strip()
         elif job_state is not None and not failed_by_this_job:
             row.state = job_state.summary
             why = f", {job_state.reason}" if job_state.reason not in ("None", "") else ""
