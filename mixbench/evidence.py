@@ -23,6 +23,7 @@ import pandas as pd
 
 from mixbench import stats
 from mixbench.report import DASH, Table, TrialResult, fmt, fmt_mean_std, fmt_signed, mean_and_std, method_rank
+from mixbench.results import setting_order
 
 STATISTIC = "top1_median_last_n"
 DEFAULT_BASELINE = "vanilla"
@@ -89,7 +90,7 @@ def collect(trials: Sequence[TrialResult], baseline: str = DEFAULT_BASELINE,
     `strict`: the user named the baseline, so a baseline that ran in no setting, or ambiguously, is an error;
     by default the setting's table says so instead."""
     evidence = []
-    for setting, by_label in sorted(_seed_values(trials).items()):
+    for setting, by_label in sorted(_seed_values(trials).items(), key=lambda item: setting_order(item[0])):
         names = {label: name for label, (name, _) in by_label.items()}
         note = ""
         try:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mixbench.figures import legend_beside, place_point_labels, save, wrap_title
+from mixbench.results import groups_in_order
 
 STATUS_STYLE = {  # claims status -> (colour, marker)
     "reproduced": ("tab:green", "o"),
@@ -72,7 +73,7 @@ def gain_over_vanilla(summary: pd.DataFrame) -> Figure | None:
         return None
     data = summary[summary["top1_median_last_n_mean"].notna()]
     panels = []
-    for (dataset, epochs), block in data.groupby(["dataset", "epochs"], sort=True):
+    for (dataset, epochs), block in groups_in_order(data, ["dataset", "epochs"]):
         if (block["method_name"] == "vanilla").any() and (block["method_name"] != "vanilla").any():
             panels.append((dataset, epochs, block))
     if not panels:
@@ -118,7 +119,7 @@ def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
         return None
     labels = ordered_methods(curves)
     colours = _colours(labels)
-    groups = list(curves.groupby(["dataset", "backbone", "epochs"], sort=True))
+    groups = groups_in_order(curves, ["dataset", "backbone", "epochs"])
     fig, axes = _grid(len(groups))
     for ax, ((dataset, backbone, epochs), block) in zip(axes, groups, strict=True):
         for label in labels:
@@ -183,7 +184,7 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure | None:
         return None
     labels = ordered_methods(data)
     colours = _colours(labels)
-    groups = list(data.groupby(["dataset", "backbone"], sort=True))
+    groups = groups_in_order(data, ["dataset", "backbone"])
     fig, axes = _grid(len(groups))
     labelled = []
     for ax, ((dataset, backbone), block) in zip(axes, groups, strict=True):
@@ -226,7 +227,7 @@ def paired_differences(paired: pd.DataFrame) -> Figure | None:
 
     if paired.empty:
         return None
-    groups = list(paired.groupby(["dataset", "epochs", "backbone"], sort=True))
+    groups = groups_in_order(paired, ["dataset", "epochs", "backbone"])
     tallest = max(len(block) for _, block in groups)
     fig, axes = _grid(len(groups), width=6.0, height=1.2 + 0.42 * tallest, legend=0.0)  # one legend, below
     shown: set[str] = set()
@@ -266,7 +267,7 @@ def gain_by_size(paired: pd.DataFrame, sizes: pd.DataFrame) -> Figure | None:
     frame = paired.merge(sizes, on="dataset").dropna(subset=["per_class"])
     frame["seen"] = frame["epochs"] * frame["per_class"]
     panels = []
-    for (name, backbone), block in frame.groupby(["dataset_name", "backbone"], sort=True):
+    for (name, backbone), block in groups_in_order(frame, ["dataset_name", "backbone"]):
         if block["per_class"].nunique() < 2:
             continue
         by_seen = block.groupby("seen")["per_class"].nunique()

@@ -50,11 +50,13 @@ from mixbench.claims import (
 from mixbench.results import (
     TrialRecord,
     atomic_write_text,
+    groups_in_order,
     label_variants,
     pending_record,
     read_metrics,
     read_record,
     records_frame,
+    setting_order,
     trial_dirs,
     under_contention,
 )
@@ -177,7 +179,7 @@ def results_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
                 "method_version"]
     frame = frame.astype({c: "Int64" for c in integers})
     order = sorted(range(len(frame)), key=lambda i: (
-        frame.at[i, "dataset"], frame.at[i, "epochs"], frame.at[i, "model"],
+        setting_order(frame.at[i, "dataset"]), frame.at[i, "epochs"], setting_order(frame.at[i, "model"]),
         method_rank(frame.at[i, "method_name"], frame.at[i, "method"]), frame.at[i, "seed"]))
     return frame.iloc[order].reset_index(drop=True)
 
@@ -219,7 +221,7 @@ def summarize_trials(trials: Sequence[TrialResult]) -> pd.DataFrame:
         row["contended"] = sum(under_contention(r) for r in records if r.time_per_epoch_s is not None)
         row["time_total_s"] = mean_and_std(r.time_total_s for r in done)[0]
         rows.append(row)
-    rows.sort(key=lambda row: (row["dataset"], row["epochs"], row["backbone"],
+    rows.sort(key=lambda row: (setting_order((row["dataset"], row["epochs"], row["backbone"])),
                                method_rank(row["method_name"], row["method"])))
     return pd.DataFrame(rows)
 
@@ -248,7 +250,7 @@ def accuracy_tables(summary: pd.DataFrame) -> list[Table]:
     tables = []
     if summary.empty:
         return tables
-    for (dataset, epochs), block in summary.groupby(["dataset", "epochs"], sort=True):
+    for (dataset, epochs), block in groups_in_order(summary, ["dataset", "epochs"]):
         labels = ordered_methods(block)
         # The window actually used: a trial's median covers min(last_n, epochs) epochs ("median last 10" over a
         # 2-epoch run would misname a median of 2).
@@ -264,7 +266,7 @@ def accuracy_tables(summary: pd.DataFrame) -> list[Table]:
                      "finished; a cell with none finished shows the trials' status."),
             label=f"acc-{dataset}-{epochs}",
         )
-        for backbone, rows in block.groupby("backbone", sort=True):
+        for backbone, rows in groups_in_order(block, "backbone"):
             by_label = {row["method"]: row for _, row in rows.iterrows()}
             for stat, stat_name in stats:
                 cells, means = [], []
@@ -298,7 +300,7 @@ def ranking_tables(summary: pd.DataFrame) -> list[Table]:
     tables = []
     if summary.empty:
         return tables
-    for (dataset, backbone), block in summary.groupby(["dataset", "backbone"], sort=True):
+    for (dataset, backbone), block in groups_in_order(summary, ["dataset", "backbone"]):
         budgets = sorted(set(block["epochs"]))
         if len(budgets) < 2:
             continue
@@ -410,8 +412,7 @@ def cost_table(summary: pd.DataFrame) -> Table:
     pooled = (summary.assign(contended=summary.get("contended", 0))
               .groupby(["dataset", "backbone", "method", "method_name"], sort=False)
               .agg({**{stat: "mean" for stat in COST_STATS}, "contended": "sum"}).reset_index())
-    pooled = pooled.sort_values(["dataset", "backbone"], kind="stable")
-    for (_, _), block in pooled.groupby(["dataset", "backbone"], sort=False):
+    for (_, _), block in groups_in_order(pooled, ["dataset", "backbone"]):
         vanilla = block[block["method_name"] == "vanilla"]
         base = vanilla.iloc[0] if not vanilla.empty else None
         ordered = sorted(block.itertuples(index=False), key=lambda r: method_rank(r.method_name, r.method))
@@ -443,7 +444,7 @@ def budgets_table(trials: Sequence[TrialResult]) -> Table:
     groups: dict[tuple[str, int], list[TrialRecord]] = {}
     for t in trials:
         groups.setdefault((t.record.dataset, t.record.epochs), []).append(t.record)
-    for (dataset, epochs), records in sorted(groups.items()):
+    for (dataset, epochs), records in sorted(groups.items(), key=lambda group: setting_order(group[0])):
         starts = [_when(r.started_at) for r in records if r.started_at]
         ends = [_when(r.updated_at) for r in records if r.updated_at]
         wall = (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else math.nan
@@ -764,7 +765,7 @@ def readme(
         section("Claims", "claims", "measured_vs_claimed",
                 intro=", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".")
     else:
-        datasets = sorted({r.dataset for r in records})
+        datasets = sorted({r.dataset for r in records}, key=setting_order)
         lines.extend(["## Claims", "",
                       f"No published claim has the setting (dataset, backbone, image size) of these trials "
                       f"({', '.join(datasets)}). Add your own with `mixbench report ... --claims FILE` "

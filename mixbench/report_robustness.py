@@ -26,6 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mixbench.report import Table, fmt, fmt_mean_std, mean_and_std, method_rank
+from mixbench.results import setting_order
 
 if TYPE_CHECKING:
     from mixbench.report import TrialResult
@@ -47,7 +48,7 @@ def evaluated(trials: Sequence[TrialResult]) -> dict[tuple, dict[str, list[tuple
             groups.setdefault((r.dataset, r.epochs, r.backbone), {}).setdefault(r.method_label, []).append((t, summary))
             names[r.method_label] = r.method
     return {key: dict(sorted(methods.items(), key=lambda kv: method_rank(names[kv[0]], kv[0])))
-            for key, methods in sorted(groups.items())}
+            for key, methods in sorted(groups.items(), key=lambda item: setting_order(item[0]))}
 
 
 def _values(rows: list[tuple[TrialResult, dict]], get) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -179,6 +180,21 @@ def machine_load() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def setting_order(key: Any) -> Any:
+    """Sort key for settings and their labels that reads the numbers in names: fmnist_50 before fmnist_250 and
+    fmnist_500 (a plain string sort puts 250 first). Tuples are ordered part by part; numbers stay numbers."""
+    if isinstance(key, tuple):
+        return tuple(setting_order(part) for part in key)
+    if isinstance(key, str):  # text and digits alternate, so parts at the same place compare as the same type
+        return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", key)))
+    return key
+
+
+def groups_in_order(frame: Any, columns: str | list[str]) -> list[tuple[Any, Any]]:
+    """`frame.groupby(columns)` as a list, its groups in `setting_order`."""
+    return sorted(frame.groupby(columns, sort=False), key=lambda group: setting_order(group[0]))
 
 
 def under_contention(record: TrialRecord) -> bool:

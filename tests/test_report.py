@@ -283,6 +283,27 @@ def test_budgets_and_ranking_tables(tmp_path):
     )
 
 
+def test_settings_are_in_the_order_of_the_numbers_in_their_names(tmp_path):
+    from mixbench.evidence import collect
+    from mixbench.results import setting_order
+
+    assert sorted(["fmnist_500", "fmnist_50", "fmnist_250", "cifar10"], key=setting_order) == [
+        "cifar10", "fmnist_50", "fmnist_250", "fmnist_500"]
+    assert sorted([("b_10", 2), ("b_9", 5), ("a", 1)], key=setting_order) == [("a", 1), ("b_9", 5), ("b_10", 2)]
+    root = tmp_path / "results"
+    for per_class in (500, 50, 250):
+        write_trial(root, "vanilla", 0, [60.0, 70.0], epochs=2, per_class=per_class)
+        write_trial(root, "mixup", 0, [50.0, 65.0], epochs=2, per_class=per_class)
+    trials = load_results(root)
+    summary = summarize_trials(trials)
+    in_order = ["synthetic_50", "synthetic_250", "synthetic_500"]
+    assert list(dict.fromkeys(summary["dataset"])) == in_order
+    assert list(dict.fromkeys(results_frame(trials)["dataset"])) == in_order
+    assert [t.title.split(", ")[1] for t in accuracy_tables(summary)] == in_order
+    assert [row[0] for row in budgets_table(trials).rows] == in_order
+    assert [e.setting[0] for e in collect(trials)] == in_order
+
+
 def test_no_ranking_table_with_one_budget(results):
     assert ranking_tables(summarize_trials(load_results(results))) == []
 
