@@ -182,6 +182,8 @@ def test_a_trial_stopped_in_its_evaluation_stays_done_and_the_next_run_finishes_
     assert finished.status == "done"
     assert read_record(trial_dir).evaluation["model"]["top1"] == pytest.approx(record.top1)
     assert torch.load(trial_dir / "last.pt")["step"] == steps  # evaluated, not trained again
+    again = read_record(trial_dir)
+    assert (again.started_at, again.top1, again.time_total_s) == (record.started_at, record.top1, record.time_total_s)
     assert plan([config], trial_dir.parent, retry_failed=False)[0].state == "skipped"
 
 
