@@ -533,9 +533,9 @@ def failed_record(config: TrialConfig, out_dir: Path, reason: str, status: str =
     on_disk, damage = try_read_record(out_dir)
     if on_disk is not None and on_disk.status == "done":
         return on_disk
-    if damage is not None:  # the next run repairs it from the checkpoint (or records why it cannot): keep it
-        return pending_record(config.model_dump(mode="json")).model_copy(update={"status": status, "reason": reason})
     record = pending_record(config.model_dump(mode="json"))
+    if damage is not None:  # the next run repairs it from the checkpoint (or records why it cannot): keep it
+        return record.model_copy(update={"status": status, "reason": reason})
     try:
         history = read_metrics(out_dir)
     except DamagedFile:
