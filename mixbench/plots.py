@@ -114,12 +114,17 @@ def gain_over_vanilla(summary: pd.DataFrame) -> Figure | None:
 
 
 def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
-    """Lines: top-1 per epoch, mean over seeds, with the min–max band; one panel per dataset, backbone, budget."""
+    """Lines: top-1 per epoch, mean over seeds, with the min–max band; one panel per dataset, backbone, budget.
+    A setting validated at one epoch only (`recipe.eval_every`) has no curve: no panel, named in the title."""
     if curves.empty:
         return None
-    labels = ordered_methods(curves)
+    groups, once = [], []
+    for key, block in groups_in_order(curves, ["dataset", "backbone", "epochs"]):
+        (groups if block["epoch"].nunique() >= 2 else once).append((key, block))
+    if not groups:
+        return None
+    labels = ordered_methods(pd.concat([block for _, block in groups]))
     colours = _colours(labels)
-    groups = groups_in_order(curves, ["dataset", "backbone", "epochs"])
     fig, axes = _grid(len(groups))
     for ax, ((dataset, backbone, epochs), block) in zip(axes, groups, strict=True):
         for label in labels:
@@ -138,7 +143,11 @@ def top1_vs_epoch(curves: pd.DataFrame) -> Figure | None:
         ax.set_title(f"{dataset}, {backbone}, {epochs} epochs")
         ax.grid(alpha=0.3)
         legend_beside(ax)
-    fig.suptitle(wrap_title("Top-1 vs epoch: mean over seeds (line), min–max over seeds (band)", fig.get_figwidth()))
+    title = "Top-1 vs epoch: mean over seeds (line), min–max over seeds (band)"
+    if once:
+        title += "; validated at one epoch only, so left out: " + ", ".join(
+            f"{dataset} {backbone} {epochs} epochs" for (dataset, backbone, epochs), _ in once)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()))
     return fig
 
 

@@ -341,6 +341,20 @@ def test_plots_hold_one_series_per_method(results, claims_file, tmp_path):
     assert written[1].read_bytes()[:5] == b"%PDF-"
 
 
+def test_learning_curves_leave_out_settings_validated_at_one_epoch_and_say_so(tmp_path):
+    root = tmp_path / "results"
+    write_trial(root, "vanilla", 0, [60.0, 70.0], epochs=2)
+    write_trial(root, "vanilla", 0, [60.0, 70.0, 72.0, 74.0], epochs=4)
+    trials = load_results(root)
+    curves = curves_frame(trials)
+    once = curves[(curves["epochs"] == 4) & (curves["epoch"] < 4)].index  # as with recipe.eval_every: 4
+    fig = plots.top1_vs_epoch(curves.drop(index=once))
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()] == [
+        "synthetic, resnet_tiny_cifar, 2 epochs"]
+    assert "left out: synthetic resnet_tiny_cifar 4 epochs" in fig._suptitle.get_text().replace("\n", " ")
+    assert plots.top1_vs_epoch(curves[curves["epoch"] == 2]) is None  # no setting with a curve
+
+
 def test_plots_with_nothing_to_draw_are_none():
     empty = pd.DataFrame()
     assert plots.gain_over_vanilla(empty) is None
