@@ -355,6 +355,20 @@ def test_learning_curves_leave_out_settings_validated_at_one_epoch_and_say_so(tm
     assert plots.top1_vs_epoch(curves[curves["epoch"] == 2]) is None  # no setting with a curve
 
 
+def test_cost_plot_on_a_log_axis_writes_its_ticks_as_plain_numbers(tmp_path):
+    root = tmp_path / "results"
+    write_trial(root, "vanilla", 0, [60.0, 70.0], epochs=2, cost=(3.0, 500.0, 1000.0))  # 0.1 min
+    write_trial(root, "vanilla", 0, [60.0, 70.0, 72.0, 74.0], epochs=4, cost=(45.0, 500.0, 1000.0))  # 3 min
+    fig = plots.accuracy_vs_cost(summarize_trials(load_results(root)))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lo, hi = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    assert shown == [f"{v:g}" for v in (0.1, 0.2, 0.5, 1, 2) if lo <= v <= hi]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))  # the minor ticks stay unlabelled
+
+
 def test_plots_with_nothing_to_draw_are_none():
     empty = pd.DataFrame()
     assert plots.gain_over_vanilla(empty) is None
